@@ -1,0 +1,211 @@
+"""Benchmark of one BPTT training step: tapegrad against a hand-written numpy BPTT, in the same run.
+
+One step = forward over T steps of an Elman RNN or an LSTM (h_0 = c_0 = 0), output y_t = h_t V + c,
+loss = sum over t of mean((y_t - target_t)**2), backward to every parameter. The math and the
+parameter layout are those of `handwritten.py`; every contender computes the same loss and
+gradients, checked against hand-numpy (float32, rtol 1e-3) before it is timed.
+
+Method:
+  * single thread: OMP/OPENBLAS/MKL_NUM_THREADS=1 are set before numpy is imported, and
+    torch.set_num_threads(1), so the numbers compare the frameworks' overhead, not the BLAS threading;
+  * interleaved rounds: in each round every contender runs `repeat` steps and keeps their median;
+    the contenders' order rotates from round to round, so a slow phase of the machine hits them all;
+  * final time = the minimum over rounds of those medians (the least disturbed round);
+  * `--memory SIZE` instead reports the tracemalloc peak of one step (after a warm-up step), which
+    sees numpy's array buffers but not PyTorch's allocator (printed as n/a).
+
+Contenders are a dict name -> factory(cell, params, xs, ys) returning a no-argument step function
+that returns (loss, grads as numpy arrays); a factory raising ImportError is shown as n/a.
+
+    python benchmarks/bptt.py [--sizes tiny,small,large] [--rounds N] [--repeat M] [--memory SIZE]
+"""
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import gc  # noqa: E402
+import operator  # noqa: E402
+import pathlib  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+_HERE = pathlib.Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent)]      # handwritten.py, and tapegrad when not installed
+import handwritten  # noqa: E402
+
+SIZES = {
+    "tiny": dict(B=1, D=10, H=20, T=10),
+    "small": dict(B=32, D=32, H=128, T=50),
+    "large": dict(B=64, D=256, H=512, T=100),
+}
+CELLS = ("elman", "lstm")
+BASELINE = "hand-numpy"
+UNTRACED = {"pytorch"}           # allocations tracemalloc cannot see
+_SKIPPED = set()                 # contenders already reported as not importable
+
+
+def framework_loss(ops, cell, p, xs, ys, h0):
+    """The cell written with a framework's ops, step by step, as a user would; sum of per-step MSE."""
+    h = c = h0
+    losses = []
+    for x, y in zip(xs, ys):
+        if cell == "elman":
+            h = ops.tanh(x @ p["U"] + h @ p["W"] + p["b"])
+        else:
+            a = {k: x @ p["U" + k] + h @ p["W" + k] + p["b" + k] for k in handwritten.GATES}
+            c = ops.sigmoid(a["f"]) * c + ops.sigmoid(a["i"]) * ops.tanh(a["g"])
+            h = ops.sigmoid(a["o"]) * ops.tanh(c)
+        losses.append(ops.mse(h @ p["V"] + p["c"], y))
+    return functools.reduce(operator.add, losses)
+
+
+def _h0(p, xs):
+    return np.zeros((xs.shape[1], p["V"].shape[0]), xs.dtype)
+
+
+def hand_numpy(cell, p, xs, ys):
+    step = handwritten.STEPS[cell]
+    return lambda: step(p, xs, ys)
+
+
+def tapegrad(cell, p, xs, ys):
+    from tapegrad import mse_loss, sigmoid, tanh, tensor
+    ops = SimpleNamespace(tanh=tanh, sigmoid=sigmoid, mse=mse_loss)
+    params = {n: tensor(v, requires_grad=True) for n, v in p.items()}
+    xs_, ys_, h0 = [tensor(x) for x in xs], [tensor(y) for y in ys], tensor(_h0(p, xs))
+
+    def step():
+        for q in params.values():
+            q.grad = None
+        loss = framework_loss(ops, cell, params, xs_, ys_, h0)
+        loss.backward()
+        return loss.item(), {n: q.grad for n, q in params.items()}
+    return step
+
+
+def pytorch(cell, p, xs, ys):
+    import torch
+    torch.set_num_threads(1)
+    ops = SimpleNamespace(tanh=torch.tanh, sigmoid=torch.sigmoid, mse=torch.nn.functional.mse_loss)
+    params = {n: torch.tensor(v, requires_grad=True) for n, v in p.items()}
+    xs_, ys_, h0 = torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(_h0(p, xs))
+
+    def step():
+        for q in params.values():
+            q.grad = None
+        loss = framework_loss(ops, cell, params, xs_, ys_, h0)
+        loss.backward()
+        return loss.item(), {n: q.grad.numpy() for n, q in params.items()}
+    return step
+
+
+def hips_autograd(cell, p, xs, ys):
+    import autograd
+    import autograd.numpy as anp
+    ops = SimpleNamespace(tanh=anp.tanh, sigmoid=lambda a: 1.0 / (1.0 + anp.exp(-a)),
+                          mse=lambda a, b: anp.mean((a - b) ** 2))
+    h0 = _h0(p, xs)
+    value_and_grad = autograd.value_and_grad(lambda q: framework_loss(ops, cell, q, xs, ys, h0))
+    return lambda: value_and_grad(p)
+
+
+CONTENDERS = {BASELINE: hand_numpy, "tapegrad": tapegrad, "pytorch": pytorch, "autograd": hips_autograd}
+
+
+def make_steps(names, cell, size, seed=0):
+    """name -> step function (None where the framework is not importable), each checked against hand-numpy."""
+    rng = np.random.default_rng(seed)
+    s = SIZES[size]
+    p = handwritten.init_params(cell, s["D"], s["H"], s["D"], rng)      # output size O = D
+    xs, ys = handwritten.make_data(s["B"], s["D"], s["D"], s["T"], rng)
+    ref_loss, ref = handwritten.STEPS[cell](p, xs, ys)
+    steps = {}
+    for name in names:
+        try:
+            steps[name] = CONTENDERS[name](cell, p, xs, ys)
+        except ImportError as e:
+            steps[name] = None
+            if name not in _SKIPPED:
+                _SKIPPED.add(name)
+                print(f"({name}: n/a, {e})", file=sys.stderr)
+            continue
+        loss, grads = steps[name]()                                     # also the warm-up step
+        assert np.isclose(loss, ref_loss, rtol=1e-4), f"{name} {size} {cell}: loss {loss} != {ref_loss}"
+        for n, g in ref.items():
+            np.testing.assert_allclose(np.asarray(grads[n]), g, rtol=1e-3, atol=1e-3 * np.abs(g).max(),
+                                       err_msg=f"{name} {size} {cell}: d{n} differs from hand-numpy")
+    return steps
+
+
+def time_steps(steps, rounds, repeat):
+    """Interleaved rounds; per round the median of `repeat` steps; the min over rounds, in ms."""
+    live = [n for n, f in steps.items() if f is not None]
+    best = dict.fromkeys(live, float("inf"))
+    for r in range(rounds):
+        for name in live[r % len(live):] + live[:r % len(live)]:
+            gc.collect()
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                steps[name]()
+                times.append(time.perf_counter() - t0)
+            best[name] = min(best[name], statistics.median(times))
+    return {n: best[n] * 1e3 if n in best else None for n in steps}
+
+
+def peak_memory(step):
+    """tracemalloc peak (bytes) of one step, above what was allocated before it."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak - before
+
+
+def print_header(title, unit, names):
+    print(title)
+    cols = ["size", "cell"] + [f"{n} {unit}" for n in names] + [f"{n}/hand" for n in names if n != BASELINE]
+    print("  ".join(f"{c:>14}" for c in cols))
+
+
+def print_row(size, cell, v, names):
+    """v: name -> value or None; prints each contender's value, then its ratio to hand-numpy."""
+    vals = [f"{v[n]:.3f}" if v[n] is not None else "n/a" for n in names]
+    ratios = [f"{v[n] / v[BASELINE]:.2f}" if v[n] is not None else "n/a" for n in names if n != BASELINE]
+    print("  ".join(f"{c:>14}" for c in [size, cell] + vals + ratios), flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="tiny,small", help=f"comma list of {', '.join(SIZES)}")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list (hand-numpy is always run)")
+    ap.add_argument("--memory", metavar="SIZE", choices=SIZES, help="report peak memory of one step at SIZE instead")
+    args = ap.parse_args(argv)
+    names = [BASELINE] + [n for n in args.contenders.split(",") if n and n != BASELINE]
+    print(f"numpy {np.__version__}, python {sys.version.split()[0]}, single thread")
+    if args.memory:
+        print_header("peak memory of one step (tracemalloc; n/a for pytorch, whose allocator it cannot see)",
+                     "MiB", names)
+        for cell in CELLS:
+            steps = make_steps(names, cell, args.memory)
+            print_row(args.memory, cell, {n: peak_memory(f) / 2**20 if f and n not in UNTRACED else None
+                                          for n, f in steps.items()}, names)
+        return
+    print_header(f"one BPTT step, min over {args.rounds} rounds of the median of {args.repeat}", "ms", names)
+    for size in args.sizes.split(","):
+        for cell in CELLS:
+            print_row(size, cell, time_steps(make_steps(names, cell, size), args.rounds, args.repeat), names)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The hand-written numpy BPTT baseline of benchmarks/bptt.py against central finite differences (float64)."""
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import handwritten  # noqa: E402
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_gradients_match_central_differences(cell):
+    rng = np.random.default_rng(0)
+    B, D, H, O, T = 2, 3, 4, 2, 5
+    p = handwritten.init_params(cell, D, H, O, rng, np.float64)
+    xs, ys = handwritten.make_data(B, D, O, T, rng, np.float64)
+    step = handwritten.STEPS[cell]
+    _, grads = step(p, xs, ys)
+    eps = 1e-6
+    for name, v in p.items():
+        num = np.zeros_like(v)
+        for i in np.ndindex(v.shape):
+            old = v[i]
+            v[i] = old + eps
+            up, _ = step(p, xs, ys)
+            v[i] = old - eps
+            down, _ = step(p, xs, ys)
+            v[i] = old
+            num[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grads[name], num, rtol=1e-6, atol=1e-8, err_msg=f"{cell} d{name}")
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_loss_value_and_float32(cell):
+    rng = np.random.default_rng(1)
+    B, D, H, O, T = 3, 2, 5, 2, 4
+    p = handwritten.init_params(cell, D, H, O, rng)
+    xs, ys = handwritten.make_data(B, D, O, T, rng)
+    loss, grads = handwritten.STEPS[cell](p, xs, ys)
+    assert all(g.dtype == np.float32 and g.shape == p[n].shape for n, g in grads.items())
+    # plain re-implementation of the forward, float64, for the loss value
+    p64, h, c, ref = {n: v.astype(np.float64) for n, v in p.items()}, np.zeros((B, H)), np.zeros((B, H)), 0.0
+    sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    for t in range(T):
+        x = xs[t].astype(np.float64)
+        if cell == "elman":
+            h = np.tanh(x @ p64["U"] + h @ p64["W"] + p64["b"])
+        else:
+            g = {k: x @ p64["U" + k] + h @ p64["W" + k] + p64["b" + k] for k in "ifog"}
+            c = sig(g["f"]) * c + sig(g["i"]) * np.tanh(g["g"])
+            h = sig(g["o"]) * np.tanh(c)
+        ref += np.mean((h @ p64["V"] + p64["c"] - ys[t]) ** 2)
+    assert loss == pytest.approx(ref, rel=1e-5)
