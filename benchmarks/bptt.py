@@ -76,19 +76,23 @@ def hand_numpy(cell, p, xs, ys):
     return lambda: step(p, xs, ys)
 
 
+def _eager_step(params, loss_fn, to_numpy):
+    """Step of a define-by-run framework whose leaves accumulate into .grad (tapegrad, PyTorch)."""
+    def step():
+        for q in params.values():
+            q.grad = None
+        loss = loss_fn(params)
+        loss.backward()
+        return loss.item(), {n: to_numpy(q.grad) for n, q in params.items()}
+    return step
+
+
 def tapegrad(cell, p, xs, ys):
     from tapegrad import mse_loss, sigmoid, tanh, tensor
     ops = SimpleNamespace(tanh=tanh, sigmoid=sigmoid, mse=mse_loss)
     params = {n: tensor(v, requires_grad=True) for n, v in p.items()}
     xs_, ys_, h0 = [tensor(x) for x in xs], [tensor(y) for y in ys], tensor(_h0(p, xs))
-
-    def step():
-        for q in params.values():
-            q.grad = None
-        loss = framework_loss(ops, cell, params, xs_, ys_, h0)
-        loss.backward()
-        return loss.item(), {n: q.grad for n, q in params.items()}
-    return step
+    return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), np.asarray)
 
 
 def pytorch(cell, p, xs, ys):
@@ -97,14 +101,7 @@ def pytorch(cell, p, xs, ys):
     ops = SimpleNamespace(tanh=torch.tanh, sigmoid=torch.sigmoid, mse=torch.nn.functional.mse_loss)
     params = {n: torch.tensor(v, requires_grad=True) for n, v in p.items()}
     xs_, ys_, h0 = torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(_h0(p, xs))
-
-    def step():
-        for q in params.values():
-            q.grad = None
-        loss = framework_loss(ops, cell, params, xs_, ys_, h0)
-        loss.backward()
-        return loss.item(), {n: q.grad.numpy() for n, q in params.items()}
-    return step
+    return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), lambda g: g.numpy())
 
 
 def hips_autograd(cell, p, xs, ys):
