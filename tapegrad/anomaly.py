@@ -1,0 +1,57 @@
+"""Anomaly mode: find the first record that makes a NaN or Inf, forward or backward.
+
+    with tapegrad.detect_anomaly():
+        loss = model(x)
+        loss.backward()     # AnomalyError naming the op, its scope/time step and the source line
+"""
+import traceback
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import tape as _tape
+from .errors import AnomalyError
+from .tape import describe_scope
+
+
+@contextmanager
+def detect_anomaly():
+    """Check every forward and backward value for NaN/Inf; records keep the stack that made them."""
+    before, _tape.ANOMALY = _tape.ANOMALY, True
+    try:
+        yield
+    finally:
+        _tape.ANOMALY = before
+
+
+def _user_frames(stack):
+    """Drop tapegrad's own frames, keeping the user's code that called the op."""
+    here = __file__.rsplit("/", 1)[0]
+    return [f for f in stack if not f.filename.startswith(here)]
+
+
+def where_recorded(rec):
+    """'  File "model.py", line 12, in forward\n    h = tanh(...)' for a record made in anomaly mode."""
+    if not rec.stack:
+        return ""
+    return "".join(traceback.format_list(rec.stack[-3:]))
+
+
+def check_forward(rec, out):
+    rec.stack = _user_frames(traceback.extract_stack())
+    if out.dtype.kind in "fc" and not np.isfinite(out).all():
+        raise AnomalyError(f"{_bad(out)} produced by the forward of {rec.op} (record %{rec.index}, "
+                           f"output {out.shape} {out.dtype}){describe_scope(rec.scope)}; recorded at:\n"
+                           f"{where_recorded(rec)}")
+
+
+def check_backward(rec, i, grad):
+    data = getattr(grad, "data", grad)
+    if not np.isfinite(data).all():
+        raise AnomalyError(f"{_bad(data)} in the gradient that {rec.op} (record %{rec.index}) sends to its "
+                           f"input {i} of shape {data.shape}{describe_scope(rec.scope)}; the op was "
+                           f"recorded at:\n{where_recorded(rec)}")
+
+
+def _bad(arr):
+    return "NaN" if np.isnan(arr).any() else "Inf"

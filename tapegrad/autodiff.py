@@ -1,0 +1,176 @@
+"""Reverse mode: one iterative sweep over the records reachable from the outputs.
+
+Records are visited in reverse recording order, so every consumer of a value is processed before
+the value's producer and its gradient is complete when reached. Gradients of a value used several
+times add up; BPTT's sum over time steps of a shared weight's gradient is exactly that.
+"""
+import numpy as np
+
+from . import anomaly, tape as _tape
+from .errors import GraphError
+from .tape import Record, describe_scope
+from .tensor import Tensor, check_backward_target
+
+
+def backward(output, grad=None, retain_graph=False, create_graph=False):
+    """Accumulate d(output)/d(leaf) into the `.grad` of every leaf that requires grad."""
+    check_backward_target(output, grad)
+    retain_graph = retain_graph or create_graph
+    leaves = _sweep([(output, _seed(output, grad, create_graph))], retain_graph, create_graph, store=True)
+    for leaf, g in leaves.items():
+        _store_grad(leaf, g)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False):
+    """Gradients of `outputs` with respect to `inputs`, as a tuple of Tensors; `.grad` is untouched.
+
+    Inputs may be leaves or intermediates. An input the outputs do not depend on gets zeros. With
+    `create_graph=True` the results are recorded Tensors, so they can be differentiated again.
+    """
+    outputs = _as_tuple(outputs)
+    inputs = _as_tuple(inputs)
+    grad_outputs = _as_tuple(grad_outputs) if grad_outputs is not None else (None,) * len(outputs)
+    if len(grad_outputs) != len(outputs):
+        raise GraphError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    for o, g in zip(outputs, grad_outputs):
+        check_backward_target(o, g)
+    retain_graph = create_graph if retain_graph is None else retain_graph
+    seeds = [(o, _seed(o, g, create_graph)) for o, g in zip(outputs, grad_outputs)]
+    wanted = {t._node or t for t in inputs}
+    found = _sweep(seeds, retain_graph, create_graph, store=False, wanted=wanted)
+    results = []
+    for t in inputs:
+        g = found.get(t._node or t)
+        if g is None:
+            g = np.zeros(t.shape, t.dtype)
+        results.append(g if isinstance(g, Tensor) else Tensor(np.array(g, dtype=t.dtype)))
+    return tuple(results)
+
+
+def _as_tuple(x):
+    return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+
+def _seed(output, grad, create_graph):
+    if grad is None:
+        g = np.ones(output.shape, output.dtype)
+    else:
+        g = grad.data if isinstance(grad, Tensor) and not create_graph else grad
+        if g.shape != output.shape:
+            raise GraphError(f"backward: grad has shape {g.shape} but the output has shape {output.shape}")
+    return Tensor(g) if create_graph and not isinstance(g, Tensor) else g
+
+
+def _sweep(seeds, retain_graph, create_graph, store, wanted=()):
+    """Run the reverse sweep. Returns the gradients of leaves (store) or of the `wanted` nodes."""
+    grads, owned = {}, set()
+    for t, g in seeds:
+        _accumulate(grads, owned, t._node or t, g)
+    found = {}
+    for rec in _reverse_order([t._node for t, _ in seeds if t._node is not None]):
+        g = grads.pop(rec, None)
+        if g is None:
+            continue
+        if rec.freed:
+            raise GraphError(f"backward through {rec.op} (record %{rec.index}){describe_scope(rec.scope)} "
+                             "a second time: its saved values were freed by the first backward; "
+                             "pass retain_graph=True to the first backward to keep them")
+        if rec in wanted:
+            found[rec] = g
+        if rec.retain and store:
+            out = rec.tensor()
+            if out is not None:
+                _store_grad(out, g)
+        for i, parent, gi in _input_grads(rec, g, create_graph):
+            _accumulate(grads, owned, parent, gi)
+        if not retain_graph:
+            rec.saved = rec.ans = None
+            rec.freed = True
+        owned.discard(rec)
+    if store:
+        return grads
+    found.update((k, v) for k, v in grads.items() if k in wanted)
+    return found
+
+
+def _reverse_order(roots):
+    """Records reachable from `roots`, latest first. Iterative: a 10,000-step chain is fine."""
+    seen, stack = set(roots), list(roots)
+    while stack:
+        for p in stack.pop().parents:
+            if type(p) is Record and p.requires_grad and p not in seen:
+                seen.add(p)
+                stack.append(p)
+    return sorted(seen, key=_index, reverse=True)
+
+
+def _index(rec):
+    return rec.index
+
+
+def _input_grads(rec, g, create_graph):
+    """(input position, parent, gradient) for each input of `rec` that requires grad."""
+    fn, params = rec.fn, rec.params
+    args = rec.saved if rec.saved is not None else rec.parents
+    ans = rec.ans
+    if create_graph:
+        args, ans = _as_tensors(rec, args, ans)
+    for i, parent in enumerate(rec.parents):
+        if parent is None or not parent.requires_grad:
+            continue
+        gi = fn.vjps[i](g, ans, *args, **params)
+        if gi.shape != parent.shape:
+            gi = unbroadcast(gi, parent.shape)
+        if not create_graph and gi.dtype != parent.dtype:
+            gi = gi.astype(parent.dtype)
+        if _tape.ANOMALY:
+            anomaly.check_backward(rec, i, gi)
+        yield i, parent, gi
+
+
+def _as_tensors(rec, args, ans):
+    """Saved arrays as Tensors linked to their producers, so the rules' own ops are recorded."""
+    if rec.saved is not None:
+        args = tuple(_linked(a, p) for a, p in zip(args, rec.parents))
+    if ans is not None:
+        ans = Tensor(ans, True, None, rec)
+    return args, ans
+
+
+def _linked(array, parent):
+    if parent is None:                  # a constant stays a constant
+        return array
+    if isinstance(parent, Tensor):      # a leaf is its own tensor
+        return parent
+    return Tensor(array, parent.requires_grad, None, parent)
+
+
+def unbroadcast(g, shape):
+    """Sum `g` over the axes broadcasting added, so it has `shape` (arrays and Tensors alike)."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape) if lead else g
+
+
+def _accumulate(grads, owned, node, g):
+    prev = grads.get(node)
+    if prev is None:
+        grads[node] = g
+    elif node in owned:
+        prev += g
+    else:
+        grads[node] = prev + g
+        if type(prev) is np.ndarray:
+            owned.add(node)
+
+
+def _store_grad(t, g):
+    """Add `g` into `t.grad`; the stored array is always the tensor's own (never a shared view)."""
+    if isinstance(g, Tensor):           # backward(create_graph=True): .grad stays a plain array
+        g = g.data
+    if t.grad is None:
+        t.grad = np.array(g, dtype=t.dtype)
+    else:
+        t.grad += g

@@ -1,0 +1,21 @@
+"""The exceptions tapegrad raises. Every message names the op, the shapes/dtypes and the scope."""
+
+
+class TapegradError(Exception):
+    """Base class of every error tapegrad raises on purpose."""
+
+
+class ShapeError(TapegradError, ValueError):
+    """Operands whose shapes do not fit the op (e.g. a matmul of (32, 10) by (20, 40))."""
+
+
+class DTypeError(TapegradError, TypeError):
+    """Operands whose dtypes do not fit the op (float32 mixed with float64, integer tensors asked to require grad)."""
+
+
+class GraphError(TapegradError, RuntimeError):
+    """Misuse of the recorded graph: backward through a freed graph, non-scalar backward without a gradient."""
+
+
+class AnomalyError(TapegradError, FloatingPointError):
+    """A NaN or Inf produced inside `detect_anomaly()`; names the record that produced it."""

@@ -1,0 +1,193 @@
+"""Check the tape's gradients against central finite differences.
+
+    report = tapegrad.gradcheck(lambda W, h: tanh(h @ W).sum(), [W, h])
+    print(report)          # per input: max abs/rel error, worst index, numeric vs analytic there
+
+Elementwise (`mode="full"`) or, for big inputs, along random directions (`mode="random"`: each
+direction v compares <grad, v> with (f(x + eps v) - f(x - eps v)) / 2 eps).
+"""
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .autodiff import grad
+from .errors import TapegradError
+from .tape import enable_grad, no_grad
+from .tensor import Tensor
+
+
+class GradcheckError(TapegradError, AssertionError):
+    """Raised by gradcheck on a mismatch; `.report` holds the full comparison."""
+
+    def __init__(self, report):
+        super().__init__(f"gradient check failed\n{report}")
+        self.report = report
+
+
+@dataclass
+class InputCheck:
+    """One input's comparison. `worst` is an index into the input (or a direction number)."""
+    name: str
+    shape: tuple
+    checked: int
+    max_abs: float
+    max_rel: float
+    worst: tuple
+    numeric: float
+    analytic: float
+    ok: bool
+
+
+class GradcheckReport:
+    """Result of `gradcheck`: one `InputCheck` per input; prints as a table; `.ok` is the verdict."""
+
+    def __init__(self, rows, mode):
+        self.rows, self.mode = rows, mode
+        self.ok = all(r.ok for r in rows)
+
+    def __bool__(self):
+        return self.ok
+
+    def __str__(self):
+        head = ("input", "shape", "checked", "max abs err", "max rel err", "worst at", "numeric", "analytic", "")
+        lines = [head] + [(r.name, str(r.shape), str(r.checked), f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
+                           str(r.worst), f"{r.numeric:.6g}", f"{r.analytic:.6g}", "ok" if r.ok else "FAIL")
+                          for r in self.rows]
+        widths = [np.max([len(line[i]) for line in lines]) for i in range(len(head))]
+        text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+        text.insert(1, "-" * len(text[0]))
+        return "\n".join(text) + f"\n({self.mode} mode: {'passed' if self.ok else 'FAILED'})"
+
+    __repr__ = __str__
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, mode="auto",
+              n_directions=16, seed=0):
+    """Compare d fn(*inputs) / d inputs from the tape with central finite differences.
+
+    fn:     takes the inputs, returns a Tensor; a non-scalar output is checked through a fixed
+            random weighting sum(out * w).
+    inputs: Tensors (those with requires_grad are checked) or arrays (all checked).
+    mode:   "full" (every element), "random" (random directions) or "auto" (full up to 4096
+            elements per input).
+    An entry passes when |analytic - numeric| <= atol + rtol * |numeric|; NaN never passes.
+    """
+    inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, np.float64), True) for x in inputs]
+    checked = [x for x in inputs if x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input requires grad")
+    if any(x.dtype != np.float64 for x in checked):
+        warnings.warn("gradcheck: inputs are not float64; finite differences in lower precision are "
+                      "unreliable (use dtype=float64 for checks)", stacklevel=2)
+    rng = np.random.default_rng(seed)
+    scalar = _scalarize(fn, inputs, rng)
+    analytic = [g.data.astype(np.float64) for g in grad(scalar(), checked)]
+    rows = []
+    for k, (x, a) in enumerate(zip(checked, analytic)):
+        m = mode if mode != "auto" else ("full" if x.size <= 4096 else "random")
+        name = x.name or f"input {inputs.index(x)}"
+        if m == "full":
+            numeric = _numeric_full(scalar, x, eps)
+            rows.append(_compare(name, x.shape, a.ravel(), numeric, atol, rtol, lambda i: np.unravel_index(i, x.shape)))
+        else:
+            dirs = rng.standard_normal((n_directions,) + x.shape)
+            numeric = np.array([_directional(scalar, x, v, eps) for v in dirs])
+            projected = np.array([np.sum(a * v) for v in dirs])
+            rows.append(_compare(name, x.shape, projected, numeric, atol, rtol, lambda i: (f"dir {i}",)))
+    report = GradcheckReport(rows, mode)
+    if raise_exception and not report.ok:
+        raise GradcheckError(report)
+    return report
+
+
+def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, mode="auto", seed=0):
+    """Check second derivatives: gradcheck of inputs -> <d fn / d inputs, v> for fixed random v."""
+    inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, np.float64), True) for x in inputs]
+    checked = [x for x in inputs if x.requires_grad]
+    rng = np.random.default_rng(seed + 1)
+    scalar_fn = _scalarize(fn, inputs, rng, args=True)
+    vs = [rng.standard_normal(x.shape).astype(x.dtype) for x in checked]
+
+    def first_order(*xs):
+        with enable_grad():      # the finite differences run under no_grad; this function needs the tape
+            grads = grad(scalar_fn(*xs), [x for x in xs if x.requires_grad], create_graph=True)
+            return _sum_all([(g * v).sum() for g, v in zip(grads, vs)])
+    return gradcheck(first_order, inputs, eps, atol, rtol, raise_exception, mode, seed=seed)
+
+
+def _sum_all(terms):
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def _scalarize(fn, inputs, rng, args=False):
+    """fn as a scalar function; non-scalar outputs are weighted by fixed random numbers."""
+    weights = {}
+
+    def scalar(*xs):
+        out = fn(*(xs if args else inputs))
+        if not isinstance(out, Tensor):
+            raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+        if out.size == 1:
+            return out.sum()
+        w = weights.setdefault(out.shape, rng.standard_normal(out.shape).astype(out.dtype))
+        return (out * w).sum()
+    return scalar
+
+
+def _evaluate(scalar):
+    with no_grad():
+        return float(scalar().data)
+
+
+def _perturbed(x):
+    """Make x.data a private writable float copy for perturbation; returns (array, restore function)."""
+    original = x.data
+    x.data = np.array(original, copy=True)
+    return x.data.reshape(-1), lambda: setattr(x, "data", original)
+
+
+def _numeric_full(scalar, x, eps):
+    flat, restore = _perturbed(x)
+    out = np.empty(flat.size)
+    try:
+        for i in range(flat.size):
+            v = flat[i]
+            flat[i] = v + eps
+            up = _evaluate(scalar)
+            flat[i] = v - eps
+            down = _evaluate(scalar)
+            flat[i] = v
+            out[i] = (up - down) / (2 * eps)
+    finally:
+        restore()
+    return out
+
+
+def _directional(scalar, x, v, eps):
+    original = x.data
+    try:
+        x.data = (original + eps * v).astype(original.dtype)
+        up = _evaluate(scalar)
+        x.data = (original - eps * v).astype(original.dtype)
+        down = _evaluate(scalar)
+    finally:
+        x.data = original
+    return (up - down) / (2 * eps)
+
+
+def _compare(name, shape, analytic, numeric, atol, rtol, where):
+    diff = np.abs(analytic - numeric)
+    scale = np.maximum(np.abs(analytic), np.abs(numeric))
+    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)   # both zero: no error
+    excess = diff / (atol + rtol * np.abs(numeric))
+    bad = ~np.isfinite(analytic) | ~np.isfinite(numeric)
+    excess[bad] = np.inf
+    worst = int(np.argmax(excess)) if excess.size else 0
+    ok = bool(excess.size == 0 or (np.all(excess <= 1) and not bad.any()))
+    return InputCheck(name, tuple(shape), int(analytic.size), float(np.max(diff, initial=0)),
+                      float(np.max(rel, initial=0)), tuple(int(i) if not isinstance(i, str) else i for i in where(worst)),
+                      float(numeric[worst]) if numeric.size else 0.0, float(analytic[worst]) if analytic.size else 0.0, ok)

@@ -1,0 +1,171 @@
+"""Defining a primitive: a numpy forward plus one derivative rule (VJP) per input, side by side.
+
+    tanh = defop("tanh", np.tanh, lambda g, ans, x: g * (1 - ans * ans), keep="ans")
+
+A rule gets the output gradient `g`, the output `ans` and the op's inputs, and returns the gradient
+for its input. Rules are written with tapegrad ops, so they run as plain numpy on arrays (first
+order) and are recorded on Tensors (`create_graph=True`, higher order). Broadcasting is undone
+centrally by the backward sweep, never in a rule.
+
+`keep` declares what backward needs: "inputs", "ans", "both" or "none". Inputs that are not kept
+reach the rule as shape-only stand-ins (their producing Record or leaf: `.shape`, `.dtype`, `.ndim`),
+so an op like `add` keeps nothing alive.
+
+Called with no Tensor argument, a primitive is plain numpy: it returns a plain array.
+"""
+import numpy as np
+
+from . import anomaly, tape as _tape
+from .errors import DTypeError, ShapeError, TapegradError
+from .tape import Record, describe_scope, next_index
+from .tensor import Tensor
+
+
+class Op:
+    """A primitive's name, numpy forward, derivative rules and what backward keeps."""
+    __slots__ = ("name", "forward", "vjps", "keep_inputs", "keep_ans")
+
+    def __init__(self, name, forward, vjps, keep):
+        if keep not in ("inputs", "ans", "both", "none"):
+            raise ValueError(f"defop {name}: keep must be 'inputs', 'ans', 'both' or 'none', got {keep!r}")
+        self.name, self.forward, self.vjps = name, forward, vjps
+        self.keep_inputs = keep in ("inputs", "both")
+        self.keep_ans = keep in ("ans", "both")
+
+    def differentiable(self, i):
+        return isinstance(self.vjps, PerInput) or self.vjps[i] is not None
+
+    def __repr__(self):
+        return f"<op {self.name}>"
+
+
+class PerInput:
+    """Rules for a variadic op (concat, stack): `PerInput(rule)[i]` is `rule` bound to input i."""
+    __slots__ = ("rule",)
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def __getitem__(self, i):
+        rule = self.rule
+        return lambda g, ans, *xs, **params: rule(i, g, ans, *xs, **params)
+
+
+def defop(name, forward, *vjps, keep="inputs", params=()):
+    """Make a primitive from a numpy `forward(*inputs, **params)` and one rule per input.
+
+    Pass `None` for an input that is not differentiable (indices, conditions); pass a single
+    `PerInput(rule)` for a variadic op. `params` names the keyword parameters that may also be passed
+    positionally after the inputs (`sum(x, 0)` for `sum(x, axis=0)`). Returns the primitive;
+    `primitive.op` is its Op.
+    """
+    variadic = len(vjps) == 1 and isinstance(vjps[0], PerInput)
+    op = Op(name, forward, vjps[0] if variadic else vjps, keep)
+    n = None if variadic else len(vjps)
+
+    if n == 1:
+        def primitive(x, *args, **kw):
+            if args:
+                kw.update(zip(params, args))
+            if isinstance(x, Tensor):
+                return apply(op, (x,), kw)
+            return forward(x, **kw)
+    elif n == 2:
+        def primitive(x, y, *args, **kw):
+            if args:
+                kw.update(zip(params, args))
+            if isinstance(x, Tensor) or isinstance(y, Tensor):
+                return apply(op, (x, y), kw)
+            return forward(x, y, **kw)
+    else:
+        def primitive(*args, **kw):
+            for a in args:
+                if isinstance(a, Tensor):
+                    return apply(op, args, kw)
+            return forward(*args, **kw)
+    primitive.__name__ = primitive.__qualname__ = name
+    primitive.op = op
+    return primitive
+
+
+def apply(op, args, params):
+    """Run `op` on `args` (at least one a Tensor) and record it if any input requires grad."""
+    datas, parents, grad = _unpack(op, args)
+    try:
+        out = op.forward(*datas, **params)
+    except TapegradError:
+        raise
+    except (ValueError, TypeError, IndexError) as e:
+        raise op_error(op, datas, params, e) from None
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    if not _tape.GRAD_ENABLED or not (grad or _tape.ACTIVE_TAPES):
+        return Tensor(out)
+    rec = Record(op, parents, datas if op.keep_inputs else None, out if op.keep_ans else None,
+                 params, out.shape, out.dtype, _tape.CURRENT_SCOPE, next_index())
+    result = Tensor(out, grad, None, rec)
+    if not grad:
+        rec.requires_grad = False
+    if _tape.ACTIVE_TAPES:
+        for t in _tape.ACTIVE_TAPES:
+            t.add(rec, result)
+    if _tape.ANOMALY:
+        anomaly.check_forward(rec, out)
+    return result
+
+
+def _unpack(op, args):
+    """Input arrays, parent nodes and whether any input requires grad.
+
+    Non-Tensor inputs (numbers, arrays) are constants. Arrays and integer/boolean Tensors at
+    differentiable positions take the floating dtype of the Tensor inputs; two floating Tensors of
+    different dtypes are an error (no silent promotion).
+    """
+    if len(args) == 2:           # fast path: binary ops on same-dtype Tensors dominate recurrent cells
+        x, y = args
+        if isinstance(x, Tensor) and isinstance(y, Tensor) and x.data.dtype is y.data.dtype:
+            return (x.data, y.data), (x._node or x, y._node or y), x.requires_grad or y.requires_grad
+    dtype = _float_dtype(op, args)
+    datas, parents, grad = [], [], False
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            d = a.data
+            parents.append(a._node or a)
+            grad = grad or a.requires_grad
+        else:
+            d = a if isinstance(a, (np.ndarray, int, float)) else np.asarray(a)
+            parents.append(None)
+        if (dtype is not None and isinstance(d, np.ndarray) and d.dtype != dtype
+                and d.dtype.kind in "fiub" and op.differentiable(i)):
+            d = d.astype(dtype)
+        datas.append(d)
+    return tuple(datas), tuple(parents), grad
+
+
+def _float_dtype(op, args):
+    """The floating dtype shared by the Tensor inputs (None if there is none)."""
+    dtype = None
+    for a in args:
+        if isinstance(a, Tensor) and a.data.dtype.kind == "f":
+            if dtype is None:
+                dtype = a.data.dtype
+            elif a.data.dtype != dtype:
+                shapes = " and ".join(f"{b.shape} {b.dtype}" for b in args if isinstance(b, Tensor))
+                raise DTypeError(f"{op.name} of {shapes}{describe_scope(_tape.CURRENT_SCOPE)}: "
+                                 "tapegrad does not mix float precisions silently; convert one "
+                                 "operand with .astype()")
+    return dtype
+
+
+def describe(value):
+    if isinstance(value, np.ndarray):
+        return f"{value.shape} {value.dtype}"
+    return type(value).__name__ if not isinstance(value, (int, float)) else repr(value)
+
+
+def op_error(op, datas, params, cause):
+    """A ShapeError/DTypeError naming the op, its operands' shapes and dtypes, and the scope."""
+    operands = " and ".join(describe(d) for d in datas)
+    extra = "".join(f", {k}={v!r}" for k, v in params.items() if not isinstance(v, np.ndarray))
+    cls = DTypeError if isinstance(cause, TypeError) else ShapeError
+    return cls(f"{op.name} of {operands}{extra}{describe_scope(_tape.CURRENT_SCOPE)}: {cause}")

@@ -1,0 +1,212 @@
+"""The tape: records of recorded ops, the scopes that label them, and the switches that control recording.
+
+Every differentiable op on a Tensor appends one `Record` (op, parents, what backward keeps, scope,
+index in recording order). Records link to their parents, so the records reachable from a loss form
+its graph; `backward` sweeps them in reverse recording order. A `Tape` additionally collects every
+record made inside its `with` block, for inspection and rendering.
+"""
+import itertools
+import weakref
+from contextlib import contextmanager
+
+# Recording state. Module globals, because the per-op path reads them on every op.
+GRAD_ENABLED = True
+CURRENT_SCOPE = None          # innermost Scope, or None
+ACTIVE_TAPES = []             # Tapes whose `with` block is open
+_counter = itertools.count()
+
+
+def next_index():
+    return next(_counter)
+
+
+class Scope:
+    """A label on records: module name and/or time step. Nested scopes form a chain via `parent`."""
+    __slots__ = ("name", "t", "parent")
+
+    def __init__(self, name, t, parent):
+        self.name, self.t, self.parent = name, t, parent
+
+    @property
+    def path(self):
+        """Dotted module path of all enclosing named scopes, e.g. 'encoder.cell'."""
+        names, s = [], self
+        while s is not None:
+            if s.name:
+                names.append(s.name)
+            s = s.parent
+        return ".".join(reversed(names))
+
+    @property
+    def step(self):
+        """Innermost time step, or None."""
+        s = self
+        while s is not None:
+            if s.t is not None:
+                return s.t
+            s = s.parent
+        return None
+
+    def __repr__(self):
+        parts = [self.path] if self.path else []
+        if self.step is not None:
+            parts.append(f"t={self.step}")
+        return " ".join(parts) or "<root>"
+
+
+def describe_scope(scope):
+    """'inside `lstm` at t = 3' style text for error messages ('' outside any scope)."""
+    if scope is None:
+        return ""
+    where = []
+    if scope.path:
+        where.append(f"inside `{scope.path}`")
+    if scope.step is not None:
+        where.append(f"at t = {scope.step}")
+    return " " + " ".join(where) if where else ""
+
+
+@contextmanager
+def scope(name=None, t=None):
+    """Label the records made inside: `with scope("lstm"), scope(t=3): ...` (nesting composes)."""
+    global CURRENT_SCOPE
+    outer = CURRENT_SCOPE
+    CURRENT_SCOPE = Scope(name, t, outer)
+    try:
+        yield CURRENT_SCOPE
+    finally:
+        CURRENT_SCOPE = outer
+
+
+@contextmanager
+def no_grad():
+    """Nothing inside is recorded; results do not require grad."""
+    global GRAD_ENABLED
+    before, GRAD_ENABLED = GRAD_ENABLED, False
+    try:
+        yield
+    finally:
+        GRAD_ENABLED = before
+
+
+@contextmanager
+def enable_grad():
+    """Re-enable recording inside a `no_grad()` block."""
+    global GRAD_ENABLED
+    before, GRAD_ENABLED = GRAD_ENABLED, True
+    try:
+        yield
+    finally:
+        GRAD_ENABLED = before
+
+
+def is_grad_enabled():
+    return GRAD_ENABLED
+
+
+class Record:
+    """One recorded op: `op` applied to `parents`, producing a value of `shape`/`dtype`.
+
+    parents: per input, the Record that produced it, the input Tensor itself if it is a leaf, or
+             None for a plain constant.
+    saved:   the input arrays backward keeps (the op declares which), or None.
+    ans:     the output array if the op's derivative needs it, else None.
+    """
+    __slots__ = ("fn", "parents", "saved", "ans", "params", "shape", "dtype", "scope", "index",
+                 "requires_grad", "retain", "output", "stack", "freed")
+
+    def __init__(self, fn, parents, saved, ans, params, shape, dtype, scope, index):
+        self.fn = fn
+        self.parents = parents
+        self.saved = saved
+        self.ans = ans
+        self.params = params
+        self.shape = shape
+        self.dtype = dtype
+        self.scope = scope
+        self.index = index
+        self.requires_grad = True
+        self.retain = False
+        self.output = None
+        self.stack = None
+        self.freed = False
+
+    @property
+    def op(self):
+        """The op's name, e.g. 'matmul'."""
+        return self.fn.name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def inputs(self):
+        """The input Tensors (those still alive; a Tape keeps them all alive)."""
+        return tuple(p.tensor() if isinstance(p, Record) else p for p in self.parents)
+
+    def tensor(self):
+        """The output Tensor if it is still alive, else None."""
+        return self.output() if self.output is not None else None
+
+    def __repr__(self):
+        args = ", ".join(_ref(p) for p in self.parents)
+        params = "".join(f", {k}={v!r}" for k, v in self.params.items()) if self.params else ""
+        where = f"  # {self.scope!r}" if self.scope is not None else ""
+        return f"%{self.index} = {self.op}({args}{params}) : {self.shape} {self.dtype}{where}"
+
+
+def _ref(parent):
+    if isinstance(parent, Record):
+        return f"%{parent.index}"
+    if parent is None:
+        return "const"
+    return parent.name or f"<{parent.shape} {parent.dtype}>"
+
+
+class Tape:
+    """Collects the records made inside its `with` block.
+
+        with tapegrad.Tape() as tape:
+            loss = model(x)
+        print(tape)            # a Wengert list, one record per line
+        tape.records[0].op     # 'matmul'
+
+    The tape keeps every recorded output alive (so `record.output`/`record.inputs` work after
+    backward); drop the tape to free them. `retain_grads=True` makes backward store `.grad` on every
+    recorded output.
+    """
+
+    def __init__(self, retain_grads=False):
+        self.records = []
+        self.outputs = []
+        self.retain_grads = retain_grads
+
+    def __enter__(self):
+        ACTIVE_TAPES.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        ACTIVE_TAPES.remove(self)
+        return False
+
+    def add(self, record, output):
+        record.output = weakref.ref(output)
+        record.retain = record.retain or self.retain_grads
+        self.records.append(record)
+        self.outputs.append(output)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, i):
+        return self.records[i]
+
+    def __repr__(self):
+        return "\n".join(repr(r) for r in self.records) or "<empty tape>"
+
+
+ANOMALY = False               # set by anomaly.detect_anomaly()

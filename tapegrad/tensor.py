@@ -1,0 +1,169 @@
+"""`Tensor`: a numpy array that remembers the record that produced it.
+
+Math methods and operators (`+ - * / ** @`, `.sum()`, `.reshape()`, ...) are attached in `ops.py`,
+next to their derivative rules.
+"""
+import weakref
+
+import numpy as np
+
+from . import tape as _tape
+from .errors import DTypeError, GraphError
+
+_DEFAULT_DTYPE = np.dtype(np.float32)
+
+
+def set_default_dtype(dtype):
+    """Set the dtype that Python floats and lists become (float32 unless changed)."""
+    global _DEFAULT_DTYPE
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise DTypeError(f"set_default_dtype: expected a floating dtype, got {dtype}")
+    _DEFAULT_DTYPE = dtype
+
+
+def get_default_dtype():
+    return _DEFAULT_DTYPE
+
+
+def as_array(data, dtype=None):
+    """numpy array of `data`; Python floats default to the default dtype, float64 arrays stay float64."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f" and not isinstance(data, (np.ndarray, np.generic)):
+        arr = arr.astype(_DEFAULT_DTYPE)
+    elif arr.dtype.kind == "O":
+        raise DTypeError(f"tensor: cannot make a numeric array from {type(data).__name__} {data!r:.80}")
+    return arr
+
+
+def check_can_require_grad(arr, op="tensor"):
+    if arr.dtype.kind not in "fc":
+        raise DTypeError(f"{op}: only floating tensors can require grad, got dtype {arr.dtype} "
+                         f"with shape {arr.shape} (integer and boolean tensors serve as indices and targets)")
+
+
+def tensor(data, requires_grad=False, dtype=None, name=None):
+    """Make a leaf Tensor. Shares memory with a numpy array that already has the right dtype."""
+    arr = as_array(data, dtype)
+    if requires_grad:
+        check_can_require_grad(arr)
+    return Tensor(arr, requires_grad, name)
+
+
+class Tensor:
+    """A numpy array (`.data`) plus what reverse mode needs.
+
+    grad:          accumulated gradient (numpy array of the same shape) or None
+    requires_grad: whether ops on it are recorded for backward
+    name:          optional label, shown by the tape printout and the renderer
+    """
+    __slots__ = ("data", "grad", "requires_grad", "name", "_node", "__weakref__")
+    __array_ufunc__ = None      # `ndarray op Tensor` defers to Tensor's reflected operator, so it records
+
+    def __init__(self, data, requires_grad=False, name=None, _node=None):
+        if type(data) is not np.ndarray:
+            data = np.asarray(data)
+        self.data = data
+        self.grad = None
+        self.requires_grad = requires_grad
+        self.name = name
+        self._node = _node
+
+    # -- array facts --------------------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    dtype = property(lambda self: self.data.dtype)
+
+    @property
+    def record(self):
+        """The Record that produced this tensor (None for a leaf)."""
+        return self._node
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self.data)
+
+    def __bool__(self):
+        return bool(self.data)
+
+    __hash__ = object.__hash__   # comparisons are elementwise, identity stays the hash
+
+    def detach(self):
+        """A new leaf sharing this tensor's data, cut from the graph."""
+        return Tensor(self.data, False, self.name)
+
+    def requires_grad_(self, flag=True):
+        if flag:
+            check_can_require_grad(self.data, "requires_grad_")
+        self.requires_grad = flag
+        return self
+
+    def retain_grad(self):
+        """Keep `.grad` on this intermediate after backward (e.g. dL/dh_t)."""
+        node = self._node
+        if node is not None:
+            node.retain = True
+            node.output = weakref.ref(self)
+        return self
+
+    def backward(self, grad=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` by a reverse sweep of the records."""
+        from .autodiff import backward
+        backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
+
+    def __repr__(self):
+        op = self._node.op if self._node is not None else None
+        body = np.array2string(self.data, precision=4, threshold=8, separator=", ", prefix="Tensor(")
+        extras = [f"shape={self.shape}", f"dtype={self.dtype}"]
+        if op:
+            extras.append(f"op={op}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        if self.name:
+            extras.append(f"name={self.name!r}")
+        return f"Tensor({body}, {', '.join(extras)})"
+
+
+def node_of(t):
+    """What a record points to for input `t`: its producing Record, or `t` itself if it is a leaf."""
+    return t._node if t._node is not None else t
+
+
+def float_dtype_of(*arrays):
+    """The one floating dtype among `arrays` (for casting constants), or None."""
+    for a in arrays:
+        if a.dtype.kind == "f":
+            return a.dtype
+    return None
+
+
+def check_backward_target(t, grad):
+    if not t.requires_grad:
+        raise GraphError(f"backward: tensor of shape {t.shape} does not require grad "
+                         "(no input of its graph has requires_grad=True, or it was made under no_grad)")
+    if grad is None and t.data.size != 1:
+        raise GraphError(f"backward: output has shape {t.shape}; pass `grad` of that shape "
+                         "(only a single-element output has an implicit gradient of 1)")
+
+
+def current_scope():
+    return _tape.CURRENT_SCOPE
