@@ -5,6 +5,7 @@ from .errors import AnomalyError, DTypeError, GraphError, ShapeError, TapegradEr
 from .ops import (abs, add, astype, broadcast_to, clip, concat, div, dropout, exp, expand_dims, getitem, log,
                   log_softmax, logsumexp, matmul, max, maximum, mean, minimum, mul, neg, one_hot, pow, relu,
                   reshape, sigmoid, softmax, split, sqrt, squeeze, stack, sub, sum, take, tanh, transpose, where)
+from .op import PerInput, defop
 from .losses import cross_entropy, mse_loss
 from .tape import Record, Scope, Tape, enable_grad, is_grad_enabled, no_grad, scope
 from .tensor import Tensor, get_default_dtype, set_default_dtype, tensor

@@ -21,7 +21,7 @@ def backward(output, grad=None, retain_graph=False, create_graph=False):
         _store_grad(leaf, g)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False):
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, on_edge=None):
     """Gradients of `outputs` with respect to `inputs`, as a tuple of Tensors; `.grad` is untouched.
 
     Inputs may be leaves or intermediates. An input the outputs do not depend on gets zeros. With
@@ -37,7 +37,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     retain_graph = create_graph if retain_graph is None else retain_graph
     seeds = [(o, _seed(o, g, create_graph)) for o, g in zip(outputs, grad_outputs)]
     wanted = {t._node or t for t in inputs}
-    found = _sweep(seeds, retain_graph, create_graph, store=False, wanted=wanted)
+    found = _sweep(seeds, retain_graph, create_graph, store=False, wanted=wanted, on_edge=on_edge)
     results = []
     for t in inputs:
         g = found.get(t._node or t)
@@ -61,8 +61,12 @@ def _seed(output, grad, create_graph):
     return Tensor(g) if create_graph and not isinstance(g, Tensor) else g
 
 
-def _sweep(seeds, retain_graph, create_graph, store, wanted=()):
-    """Run the reverse sweep. Returns the gradients of leaves (store) or of the `wanted` nodes."""
+def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
+    """Run the reverse sweep. Returns the gradients of leaves (store) or of the `wanted` nodes.
+
+    on_edge(record, i, parent, grad), if given, sees every gradient a record sends to an input:
+    the per-use (per-time-step) contributions that accumulation sums.
+    """
     grads, owned = {}, set()
     for t, g in seeds:
         _accumulate(grads, owned, t._node or t, g)
@@ -82,6 +86,8 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=()):
             if out is not None:
                 _store_grad(out, g)
         for i, parent, gi in _input_grads(rec, g, create_graph):
+            if on_edge is not None:
+                on_edge(rec, i, parent, gi)
             _accumulate(grads, owned, parent, gi)
         if not retain_graph:
             rec.saved = rec.ans = None
