@@ -26,6 +26,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
     Inputs may be leaves or intermediates. An input the outputs do not depend on gets zeros. With
     `create_graph=True` the results are recorded Tensors, so they can be differentiated again.
+    `on_edge(record, i, parent, grad)` observes each per-record contribution (see `_sweep`).
     """
     outputs = _as_tuple(outputs)
     inputs = _as_tuple(inputs)
