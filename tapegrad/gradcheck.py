@@ -84,9 +84,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
     scalar = _scalarize(fn, inputs, rng)
     analytic = [g.data.astype(np.float64) for g in grad(scalar(), checked)]
     rows = []
-    for k, (x, a) in enumerate(zip(checked, analytic)):
+    positions = [i for i, x in enumerate(inputs) if x.requires_grad]
+    for pos, x, a in zip(positions, checked, analytic):
         m = mode if mode != "auto" else ("full" if x.size <= 4096 else "random")
-        name = x.name or f"input {inputs.index(x)}"
+        name = x.name or f"input {pos}"
         if m == "full":
             numeric = _numeric_full(scalar, x, eps)
             rows.append(_compare(name, x.shape, a.ravel(), numeric, atol, rtol, lambda i: np.unravel_index(i, x.shape)))
