@@ -150,18 +150,23 @@ class Record:
         return self.output() if self.output is not None else None
 
     def __repr__(self):
-        args = ", ".join(_ref(p) for p in self.parents)
-        params = "".join(f", {k}={v!r}" for k, v in self.params.items()) if self.params else ""
-        where = f"  # {self.scope!r}" if self.scope is not None else ""
-        return f"%{self.index} = {self.op}({args}{params}) : {self.shape} {self.dtype}{where}"
+        return format_record(self, {})
 
 
-def _ref(parent):
-    if isinstance(parent, Record):
-        return f"%{parent.index}"
-    if parent is None:
-        return "const"
-    return parent.name or f"<{parent.shape} {parent.dtype}>"
+def format_record(rec, numbering):
+    """One Wengert-list line; `numbering` maps records to display numbers (default: global index)."""
+    def ref(p):
+        if isinstance(p, Record):
+            return f"%{numbering.get(p, p.index)}"
+        return "const" if p is None else p.name or f"<{p.shape} {p.dtype}>"
+    args = ", ".join(ref(p) for p in rec.parents)
+    params = "".join(f", {k}={_short(v)}" for k, v in rec.params.items()) if rec.params else ""
+    where = f"  # {rec.scope!r}" if rec.scope is not None else ""
+    return f"%{numbering.get(rec, rec.index)} = {rec.op}({args}{params}) : {rec.shape} {rec.dtype}{where}"
+
+
+def _short(value):
+    return f"<array {value.shape}>" if hasattr(value, "shape") and getattr(value, "ndim", 0) else repr(value)
 
 
 class Tape:
@@ -206,7 +211,9 @@ class Tape:
         return self.records[i]
 
     def __repr__(self):
-        return "\n".join(repr(r) for r in self.records) or "<empty tape>"
+        """The records as a Wengert list, numbered from %0 in recording order."""
+        numbering = {r: i for i, r in enumerate(self.records)}
+        return "\n".join(format_record(r, numbering) for r in self.records) or "<empty tape>"
 
 
 ANOMALY = False               # set by anomaly.detect_anomaly()
