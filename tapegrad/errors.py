@@ -19,3 +19,8 @@ class GraphError(TapegradError, RuntimeError):
 
 class AnomalyError(TapegradError, FloatingPointError):
     """A NaN or Inf produced inside `detect_anomaly()`; names the record that produced it."""
+
+
+class CheckpointError(TapegradError, ValueError):
+    """A checkpoint or state dict that cannot be saved or restored: truncated, corrupted, another format version,
+    an unsupported value, or a state dict that does not fit what loads it. Names the path/key and what is wrong."""
