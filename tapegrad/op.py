@@ -121,10 +121,20 @@ def _unpack(op, args):
     differentiable positions take the floating dtype of the Tensor inputs; two floating Tensors of
     different dtypes are an error (no silent promotion).
     """
-    if len(args) == 2:           # fast path: binary ops on same-dtype Tensors dominate recurrent cells
+    n = len(args)
+    if n == 1:                   # fast paths: unary ops, Tensor-Tensor and Tensor-number binary ops
+        x = args[0]
+        return (x.data,), (x._node or x,), x.requires_grad
+    if n == 2:
         x, y = args
-        if isinstance(x, Tensor) and isinstance(y, Tensor) and x.data.dtype is y.data.dtype:
-            return (x.data, y.data), (x._node or x, y._node or y), x.requires_grad or y.requires_grad
+        if isinstance(x, Tensor):
+            if isinstance(y, Tensor):
+                if x.data.dtype is y.data.dtype:
+                    return (x.data, y.data), (x._node or x, y._node or y), x.requires_grad or y.requires_grad
+            elif type(y) is float or type(y) is int:
+                return (x.data, y), (x._node or x, None), x.requires_grad
+        elif type(x) is float or type(x) is int:
+            return (x, y.data), (None, y._node or y), y.requires_grad
     dtype = _float_dtype(op, args)
     datas, parents, grad = [], [], False
     for i, a in enumerate(args):

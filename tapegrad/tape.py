@@ -16,8 +16,7 @@ ACTIVE_TAPES = []             # Tapes whose `with` block is open
 _counter = itertools.count()
 
 
-def next_index():
-    return next(_counter)
+next_index = _counter.__next__      # recording order of records
 
 
 class Scope:
