@@ -242,3 +242,42 @@ def test_gradcheck_warns_on_float32():
     x = tg.tensor(np.ones(2, np.float32), requires_grad=True)
     with pytest.warns(UserWarning, match="float64"):
         tg.gradcheck(lambda x: (x * x).sum(), [x], eps=1e-2, atol=1e-2, rtol=1e-2)
+
+
+def test_grad_of_intermediate_and_unused_inputs():
+    W, x = param(3, 3), param(2, 3)
+    h = tg.tanh(x @ W)
+    y = (h * h).sum()
+    unused = param(4)
+    gh, gW, gu = tg.grad(y, [h, W, unused])
+    np.testing.assert_allclose(gh.data, 2 * h.data)
+    np.testing.assert_allclose(gW.data, x.data.T @ (2 * h.data * (1 - h.data ** 2)))
+    np.testing.assert_array_equal(gu.data, np.zeros(4))
+    assert W.grad is None
+
+
+def test_shape_error_names_op_shapes_and_scope():
+    a, b = param(32, 10), param(20, 40)
+    with tg.scope("lstm"), tg.scope(t=3):
+        with pytest.raises(tg.ShapeError) as info:
+            a @ b
+    message = str(info.value)
+    assert "matmul" in message and "(32, 10)" in message and "(20, 40)" in message
+    assert "`lstm`" in message and "t = 3" in message
+
+
+def test_anomaly_mode_names_the_record_and_line():
+    x = tg.tensor(np.array([1.0, -1.0]), requires_grad=True)
+    with tg.detect_anomaly(), tg.scope("cell", t=2):
+        with pytest.raises(tg.AnomalyError) as info, np.errstate(invalid="ignore"):
+            tg.log(x)
+    message = str(info.value)
+    assert "NaN" in message and "log" in message and "t = 2" in message and "test_tape.py" in message
+
+
+def test_anomaly_mode_catches_backward_inf():
+    x = tg.tensor(np.array([0.0, 1.0]), requires_grad=True)
+    with tg.detect_anomaly():
+        y = tg.sqrt(x).sum()
+        with pytest.raises(tg.AnomalyError, match="gradient that sqrt"), np.errstate(divide="ignore"):
+            y.backward()
