@@ -1,0 +1,320 @@
+"""Optimizers and gradient clipping. Every update is in place on `p.data`, so arrays held elsewhere stay live.
+
+    opt = Adam(model.parameters(), lr=1e-3)
+    for batch in data:
+        opt.zero_grad()
+        loss_fn(batch).backward()
+        clip_grad_norm(opt.params, 5.0)
+        opt.step()
+
+An optimizer's `hyper` dict holds its hyper-parameters (change `opt.hyper["lr"]` to schedule the rate), `state`
+holds one dict per parameter (by position: `"step"`, the number of updates that parameter has had, plus arrays
+shaped like the parameter), and `state_dict()` / `load_state_dict()` carry all of it plus `step_count`.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .errors import CheckpointError, DTypeError, GraphError, ShapeError
+from .tensor import Tensor
+
+
+class Optimizer:
+    """Base class: parameter validation, `step()` over the parameters that have a grad, `zero_grad()`, state dicts.
+
+    A subclass sets `state_names` (or overrides `_state_names`), validates its hyper-parameters in `_check_hyper`
+    and implements `_update(p, g, state, **hyper)`, which changes the array `p` in place from its gradient `g`.
+    """
+    state_names = ()
+
+    def __init__(self, params, **hyper):
+        self.params = _param_list(params, type(self).__name__)
+        self.hyper = self._check_hyper(hyper)
+        self.step_count = 0
+        names = self._state_names(self.hyper)
+        self.state = [dict(step=0, **{n: np.zeros_like(p.data) for n in names}) for p in self.params]
+
+    def step(self):
+        """Update, in place, every parameter whose `.grad` is not None; parameters without a grad are skipped."""
+        for i, (p, state) in enumerate(zip(self.params, self.state)):
+            if p.grad is None:
+                continue
+            if p.grad.shape != p.data.shape:
+                raise ShapeError(f"{type(self).__name__}.step: params[{i}].grad has shape {p.grad.shape} "
+                                 f"but the parameter has shape {p.data.shape}")
+            state["step"] += 1
+            self._update(p.data, p.grad, state, **self.hyper)
+        self.step_count += 1
+
+    def zero_grad(self):
+        """Set every parameter's `.grad` to None (the next backward allocates it afresh)."""
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self):
+        """{"optimizer": class name, "hyper": {...}, "step_count": int, "state": [per-parameter dict, ...]};
+        arrays are copies, so later steps do not change a state dict already taken."""
+        return {"optimizer": type(self).__name__, "hyper": dict(self.hyper), "step_count": self.step_count,
+                "state": [{k: v.copy() if isinstance(v, np.ndarray) else v for k, v in s.items()}
+                          for s in self.state]}
+
+    def load_state_dict(self, state_dict):
+        """Restore what `state_dict()` returned (arrays are copied in). Everything is checked before anything
+        changes: a mismatch raises CheckpointError (structure), ShapeError or DTypeError and leaves this
+        optimizer as it was."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        _expect_keys(owner, "state dict", state_dict, ("optimizer", "hyper", "step_count", "state"))
+        if state_dict["optimizer"] != type(self).__name__:
+            raise CheckpointError(f"{owner}: the state dict is from a {state_dict['optimizer']} optimizer")
+        _expect_keys(owner, "state dict['hyper']", state_dict["hyper"], tuple(self.hyper))
+        hyper = self._check_hyper(dict(state_dict["hyper"]))
+        step_count = _count(owner, "step_count", state_dict["step_count"])
+        saved = state_dict["state"]
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self.params):
+            got = f"{len(saved)} entries" if isinstance(saved, (list, tuple)) else f"a {type(saved).__name__}"
+            raise CheckpointError(f"{owner}: state dict['state'] must be a list with one entry per parameter "
+                                  f"({len(self.params)}), got {got}")
+        names = self._state_names(hyper)
+        state = [self._restored_state(owner, i, p, s, names) for i, (p, s) in enumerate(zip(self.params, saved))]
+        self.hyper, self.step_count, self.state = hyper, step_count, state
+
+    def _restored_state(self, owner, i, p, saved, names):
+        where = f"state[{i}]"
+        _expect_keys(owner, where, saved, ("step",) + names)
+        state = {"step": _count(owner, f"{where}['step']", saved["step"])}
+        for n in names:
+            arr = saved[n]
+            if not isinstance(arr, np.ndarray) or arr.shape != p.data.shape:
+                got = f"shape {arr.shape}" if isinstance(arr, np.ndarray) else f"a {type(arr).__name__}"
+                raise ShapeError(f"{owner}: {where}['{n}'] must be an array of shape {p.data.shape} "
+                                 f"like params[{i}], got {got}")
+            if arr.dtype != p.data.dtype:
+                raise DTypeError(f"{owner}: {where}['{n}'] has dtype {arr.dtype} but params[{i}] has dtype "
+                                 f"{p.data.dtype}")
+            state[n] = arr.copy()
+        return state
+
+    def _state_names(self, hyper):
+        return self.state_names
+
+    def _check_hyper(self, hyper):
+        raise NotImplementedError
+
+    def _update(self, p, g, state, **hyper):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent as PyTorch's (dampening 0): with weight decay d = g + wd p; with momentum
+    buf = momentum buf + d and d = buf (or d + momentum buf with nesterov); then p -= lr d."""
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+    def _check_hyper(self, h):
+        for name in ("lr", "momentum", "weight_decay"):
+            _check_range("SGD", name, h[name])
+        if not isinstance(h["nesterov"], bool) or (h["nesterov"] and h["momentum"] == 0):
+            raise ValueError(f"SGD: nesterov must be a bool and needs momentum > 0, got nesterov={h['nesterov']!r} "
+                             f"with momentum={h['momentum']!r}")
+        return h
+
+    def _state_names(self, hyper):
+        return ("momentum_buffer",) if hyper["momentum"] else ()
+
+    def _update(self, p, g, state, lr, momentum, nesterov, weight_decay):
+        tmp = np.empty_like(p)
+        d = g
+        if weight_decay:
+            d = np.add(np.multiply(p, weight_decay, out=tmp), g, out=tmp)
+        if momentum:
+            buf = state["momentum_buffer"]
+            buf *= momentum
+            buf += d
+            if nesterov:                       # p -= lr (d + momentum buf), as two scaled subtractions
+                p -= np.multiply(d, lr, out=tmp)
+                d = np.multiply(buf, momentum, out=tmp)
+            else:
+                d = buf
+        p -= np.multiply(d, lr, out=tmp)
+
+
+class Adagrad(Optimizer):
+    """Adagrad as min-char-rnn's: sum += g*g; p -= lr g / sqrt(sum + eps) (eps inside the root)."""
+    state_names = ("sum",)
+
+    def __init__(self, params, lr=0.01, eps=1e-8):
+        super().__init__(params, lr=lr, eps=eps)
+
+    def _check_hyper(self, h):
+        for name in ("lr", "eps"):
+            _check_range("Adagrad", name, h[name])
+        return h
+
+    def _update(self, p, g, state, lr, eps):
+        tmp = np.multiply(g, g)
+        state["sum"] += tmp
+        np.add(state["sum"], eps, out=tmp)
+        np.sqrt(tmp, out=tmp)
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        p -= tmp
+
+
+class RMSprop(Optimizer):
+    """RMSprop as PyTorch's (not centered, no momentum): v = alpha v + (1 - alpha) g*g; p -= lr g / (sqrt(v) + eps)."""
+    state_names = ("square_avg",)
+
+    def __init__(self, params, lr=0.001, alpha=0.99, eps=1e-8):
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps)
+
+    def _check_hyper(self, h):
+        for name in ("lr", "eps"):
+            _check_range("RMSprop", name, h[name])
+        _check_range("RMSprop", "alpha", h["alpha"], hi=1.0)
+        return h
+
+    def _update(self, p, g, state, lr, alpha, eps):
+        v = state["square_avg"]
+        tmp = np.multiply(g, g)
+        tmp *= 1 - alpha
+        v *= alpha
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        p -= tmp
+
+
+class Adam(Optimizer):
+    """Adam as PyTorch's, with weight decay added to the gradient (L2): g += wd p; m = b1 m + (1 - b1) g;
+    v = b2 v + (1 - b2) g*g; p -= lr/(1 - b1^t) m / (sqrt(v)/sqrt(1 - b2^t) + eps), t the parameter's step."""
+    state_names = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    def _check_hyper(self, h):
+        owner = type(self).__name__
+        for name in ("lr", "eps", "weight_decay"):
+            _check_range(owner, name, h[name])
+        betas = h["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+        for k, b in enumerate(betas):
+            _check_range(owner, f"betas[{k}]", b, hi=1.0)
+        h["betas"] = tuple(betas)
+        return h
+
+    def _update(self, p, g, state, lr, betas, eps, weight_decay):
+        b1, b2 = betas
+        t = state["step"]
+        tmp = np.empty_like(p)
+        if weight_decay and self.decoupled:
+            p *= 1 - lr * weight_decay
+        elif weight_decay:
+            g = np.add(np.multiply(p, weight_decay, out=tmp), g, out=tmp)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m -= g                              # m = g + b1 (m - g) = b1 m + (1 - b1) g, without a temporary
+        m *= b1
+        m += g
+        np.multiply(g, g, out=tmp)          # g is no longer needed, even when it lives in tmp
+        tmp *= 1 - b2
+        v *= b2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1 - b2 ** t)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr / (1 - b1 ** t)
+        p -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr wd before the Adam update."""
+    decoupled = True
+
+    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def clip_grad_norm(params, max_norm):
+    """Scale every `.grad` in place by max_norm / (norm + 1e-6) when their global L2 norm exceeds `max_norm`
+    (as PyTorch's). Returns the norm before clipping as a float; a NaN/Inf norm leaves the grads untouched."""
+    _check_range("clip_grad_norm", "max_norm", max_norm)
+    grads = _grads(params, "clip_grad_norm")
+    total = math.sqrt(sum(float(np.vdot(g, g).real) for g in grads))
+    if math.isfinite(total) and total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for g in grads:
+            g *= scale
+    return total
+
+
+def clip_grad_value(params, limit):
+    """Clip every `.grad` in place to [-limit, limit] (min-char-rnn clips to 5)."""
+    _check_range("clip_grad_value", "limit", limit)
+    for g in _grads(params, "clip_grad_value"):
+        np.clip(g, -limit, limit, out=g)
+
+
+def _param_list(params, owner):
+    """`params` as a list of distinct floating leaf Tensors that require grad; errors name the position and type."""
+    if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
+        raise DTypeError(f"{owner}: params must be an iterable of Tensors (a list, or a Module's parameters()), "
+                         f"got a {type(params).__name__}")
+    params = list(params)
+    if not params:
+        raise ShapeError(f"{owner}: got an empty parameter list")
+    seen = {}
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise DTypeError(f"{owner}: params[{i}] is a {type(p).__name__}, expected a Tensor with requires_grad=True")
+        what = f"params[{i}] (Tensor of shape {p.shape}, dtype {p.dtype}{f', name {p.name!r}' if p.name else ''})"
+        if not p.requires_grad or p.dtype.kind != "f":
+            raise DTypeError(f"{owner}: {what} does not require grad; only floating Tensors with "
+                             "requires_grad=True can be optimized")
+        if not p.is_leaf:
+            raise GraphError(f"{owner}: {what} is not a leaf (it was produced by {p.record.op}); optimize the "
+                             "leaves it was computed from")
+        if id(p) in seen:
+            raise ValueError(f"{owner}: {what} is the same Tensor as params[{seen[id(p)]}]")
+        seen[id(p)] = i
+    return params
+
+
+def _grads(params, owner):
+    if isinstance(params, Tensor):
+        params = [params]
+    grads = []
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise DTypeError(f"{owner}: params[{i}] is a {type(p).__name__}, expected a Tensor")
+        if p.grad is not None:
+            grads.append(p.grad)
+    return grads
+
+
+def _check_range(owner, name, value, hi=None):
+    """Raise ValueError unless `value` is a real number in [0, hi) (or [0, inf) when hi is None)."""
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value
+            or (hi is not None and not value < hi) or math.isinf(value)):
+        bound = f"in [0, {hi})" if hi is not None else "finite and >= 0"
+        raise ValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
+
+
+def _count(owner, where, value):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise CheckpointError(f"{owner}: {where} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def _expect_keys(owner, where, d, keys):
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{owner}: {where} must be a dict, got a {type(d).__name__}")
+    if set(d) != set(keys):
+        missing, extra = sorted(set(keys) - set(d)), sorted(map(str, set(d) - set(keys)))
+        raise CheckpointError(f"{owner}: {where} does not match: missing {missing}, unexpected {extra}")
