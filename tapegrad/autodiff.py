@@ -72,7 +72,9 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
     for t, g in seeds:
         _accumulate(grads, owned, t._node or t, g)
     found = {}
-    for rec in _reverse_order([t._node for t, _ in seeds if t._node is not None]):
+    order = _reverse_order([t._node for t, _ in seeds if t._node is not None])
+    check_writes = bool(order) and _tape.LAST_WRITE > order[-1].index
+    for rec in order:
         g = grads.pop(rec, None)
         if g is None:
             continue
@@ -80,6 +82,8 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
             raise GraphError(f"backward through {rec.op} (record %{rec.index}){describe_scope(rec.scope)} "
                              "a second time: its saved values were freed by the first backward; "
                              "pass retain_graph=True to the first backward to keep them")
+        if check_writes and rec.saved is not None:
+            _check_unchanged(rec)
         if rec in wanted:
             found[rec] = g
         if rec.retain and store:
@@ -98,6 +102,16 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
         return grads
     found.update((k, v) for k, v in grads.items() if k in wanted)
     return found
+
+
+def _check_unchanged(rec):
+    """Refuse to use a saved leaf array that was changed in place after `rec` saved it."""
+    for i, parent in enumerate(rec.parents):
+        if isinstance(parent, Tensor) and _tape.written_after(parent, rec.index):
+            name = parent.name or f"a leaf of shape {parent.shape}"
+            raise GraphError(f"backward through {rec.op} (record %{rec.index}){describe_scope(rec.scope)}: its "
+                             f"input {i} ({name}) was modified in place (e.g. by an optimizer step) after the op "
+                             "saved it, so its gradient would be wrong; run backward before updating parameters")
 
 
 def _reverse_order(roots):

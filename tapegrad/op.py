@@ -99,6 +99,7 @@ def apply(op, args, params):
         raise op_error(op, datas, params, e) from None
     if type(out) is not np.ndarray:
         out = np.asarray(out)
+    out.setflags(write=False)      # what records save cannot be changed behind the tape's back
     if not _tape.GRAD_ENABLED or not (grad or _tape.ACTIVE_TAPES):
         return Tensor(out)
     rec = Record(op, parents, datas if op.keep_inputs else None, out if op.keep_ans else None,

@@ -216,3 +216,22 @@ class Tape:
 
 
 ANOMALY = False               # set by anomaly.detect_anomaly()
+
+# In-place writes to leaves (optimizer steps) are stamped with the record counter, so backward can
+# tell a saved leaf array that changed after the record that saved it. LAST_WRITE lets the sweep
+# skip the check when nothing was written since the graph began (the usual forward/backward/step).
+LAST_WRITE = -1
+_WRITES = {}                  # id(tensor) -> (weak reference to it, stamp of its last in-place write)
+
+
+def mark_written(tensor):
+    """Declare that `tensor.data` was changed in place (optimizers call this after every update)."""
+    global LAST_WRITE
+    LAST_WRITE = next_index()
+    _WRITES[id(tensor)] = (weakref.ref(tensor), LAST_WRITE)
+
+
+def written_after(tensor, index):
+    """Whether `tensor.data` was changed in place after the record numbered `index`."""
+    entry = _WRITES.get(id(tensor))
+    return entry is not None and entry[0]() is tensor and entry[1] > index

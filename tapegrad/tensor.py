@@ -51,6 +51,8 @@ def tensor(data, requires_grad=False, dtype=None, name=None):
     arr = as_array(data, dtype)
     if requires_grad:
         check_can_require_grad(arr)
+        if not arr.flags.writeable:     # a parameter's array must take in-place updates
+            arr = arr.copy()
     return Tensor(arr, requires_grad, name)
 
 
