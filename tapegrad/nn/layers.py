@@ -1,0 +1,88 @@
+"""Feed-forward layers: Linear, Embedding, Dropout, Sequential. Row-vector convention: y = x W + b."""
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from ..ops import dropout, take
+from ..tensor import Tensor
+from . import init
+from .module import Module, Parameter, shape_of
+
+
+class Linear(Module):
+    """y = x W + b. x: (..., in_features) -> (..., out_features).
+
+    Parameters: W (in_features, out_features), Glorot uniform; b (out_features,), zeros (absent if bias=False).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None, rng=None, name=None):
+        super().__init__(name)
+        self.in_features, self.out_features = in_features, out_features
+        self.W = Parameter(init.glorot_uniform((in_features, out_features), rng, dtype=dtype))
+        self.b = Parameter(init.zeros((out_features,), dtype)) if bias else None
+
+    def forward(self, x):
+        shape = shape_of(x)
+        if not shape or shape[-1] != self.in_features:
+            raise ShapeError(f"{self._where()}: input has shape {shape}, expected (..., {self.in_features})")
+        y = x @ self.W
+        return y + self.b if self.b is not None else y
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}" + ("" if self.b is not None else ", bias=False")
+
+
+class Embedding(Module):
+    """Row lookup: integer ids (...) -> vectors (..., embedding_dim). Parameter W (num_embeddings, embedding_dim), N(0, 1)."""
+
+    def __init__(self, num_embeddings, embedding_dim, dtype=None, rng=None, name=None):
+        super().__init__(name)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.W = Parameter(init.normal((num_embeddings, embedding_dim), 1.0, rng, dtype))
+
+    def forward(self, ids):
+        ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
+        if ids.dtype.kind not in "iu":
+            raise DTypeError(f"{self._where()}: ids must be integers, got dtype {ids.dtype} with shape {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
+            raise ShapeError(f"{self._where()}: ids must lie in [0, {self.num_embeddings}), got values in "
+                             f"[{ids.min()}, {ids.max()}]")
+        return take(self.W, ids)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class Dropout(Module):
+    """Zero each element with probability p while training (scaling the rest by 1/(1-p)); identity in eval()."""
+
+    def __init__(self, p=0.5, rng=None, name=None):
+        super().__init__(name)
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = init.make_rng(rng)
+
+    def forward(self, x):
+        return dropout(x, self.p, self.rng, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Sequential(Module):
+    """Apply modules in order: Sequential(Linear(4, 8), Dropout(0.1), Linear(8, 2)). Parameters read layers.0.W."""
+
+    def __init__(self, *modules, name=None):
+        super().__init__(name)
+        self.layers = list(modules)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]

@@ -1,0 +1,198 @@
+"""`Module` and `Parameter`: models as plain Python objects whose attributes are their parameters.
+
+    class Head(Module):
+        def __init__(self, hidden, classes):
+            super().__init__()
+            self.proj = Linear(hidden, classes)      # its parameters become proj.W, proj.b
+        def forward(self, h):
+            return self.proj(h)
+
+A module finds its parameters from its attributes: `Parameter`s, sub-`Module`s, and lists, tuples
+and dicts of either (`layers.0.W_h`). Assigning names them: a Parameter assigned to `W_hh` is named
+`W_hh`, and a module assigned to `cell` prefixes all its parameters with `cell.`, so names read
+`encoder.cell.W_hh` relative to the root. Those names label the tape printout and the renderer.
+Calling a module runs `forward` inside `tapegrad.scope(name=<its attribute name>)`, so its records
+read `encoder.cell`.
+"""
+import numpy as np
+
+from .. import tape as _tape
+from ..errors import CheckpointError, DTypeError
+from ..tape import Scope
+from ..tensor import Tensor, as_array
+
+
+class Parameter(Tensor):
+    """A leaf Tensor that requires grad and knows its (dotted) name. Only floating dtypes."""
+    __slots__ = ()
+
+    def __init__(self, data, name=None):
+        arr = as_array(data)
+        if arr.dtype.kind != "f":
+            raise DTypeError(f"Parameter {name or ''}: needs a floating dtype, got {arr.dtype} "
+                             f"with shape {arr.shape}".replace("  ", " "))
+        super().__init__(arr, True, name)
+
+    def __repr__(self):
+        return f"Parameter({self.name or '?'}: shape={self.shape}, dtype={self.dtype})"
+
+
+def _items(value, key):
+    """(name, member) for a Parameter/Module attribute, or for the elements of a list/tuple/dict of them."""
+    if isinstance(value, (Parameter, Module)):
+        yield key, value
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if isinstance(v, (Parameter, Module)):
+                yield f"{key}.{i}", v
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (Parameter, Module)):
+                yield f"{key}.{k}", v
+
+
+class Module:
+    """Base class of models and layers: override `forward`; assign Parameters and Modules as attributes.
+
+    name: the scope name when this module is the root (a parent's attribute name replaces it).
+    """
+
+    def __init__(self, name=None):
+        object.__setattr__(self, "_prefix", "")        # this module's path from its root, e.g. "encoder.cell."
+        object.__setattr__(self, "_scope_name", name)  # the label its records get
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, key, value):
+        if "_prefix" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        if not key.startswith("_"):
+            for name, member in _items(value, key):
+                _attach(member, self._prefix, name)
+        object.__setattr__(self, key, value)
+
+    def _members(self):
+        """(local name, Parameter or Module) one level down, in assignment order."""
+        for key, value in self.__dict__.items():
+            if not key.startswith("_"):
+                yield from _items(value, key)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        name = self._scope_name
+        if name is None:
+            return self.forward(*args, **kwargs)
+        outer = _tape.CURRENT_SCOPE            # tapegrad.scope(name) without the context-manager overhead
+        _tape.CURRENT_SCOPE = Scope(name, None, outer)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            _tape.CURRENT_SCOPE = outer
+
+    def _where(self):
+        """This module's class and the current scope, for error messages: "LSTMCell inside `enc.cell` at t = 3"."""
+        return type(self).__name__ + _tape.describe_scope(_tape.CURRENT_SCOPE)
+
+    # -- parameters -----------------------------------------------------------------------------
+    def named_parameters(self):
+        """[(dotted name, Parameter)] in assignment order, each parameter once (under its first name)."""
+        return [(n, m) for n, m in _walk(self) if isinstance(m, Parameter)]
+
+    def parameters(self):
+        """The parameters, as a list (what an optimizer takes)."""
+        return [m for _, m in _walk(self) if isinstance(m, Parameter)]
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.parameters()))
+
+    def modules(self):
+        """This module and every module below it, each once."""
+        return [self] + [m for _, m in _walk(self) if isinstance(m, Module)]
+
+    def zero_grad(self):
+        """Drop every parameter's `.grad` (the next backward starts from zero)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode=True):
+        """Set training mode (Dropout active) on this module and all below; returns self."""
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: `train(False)`."""
+        return self.train(False)
+
+    # -- state dicts ----------------------------------------------------------------------------
+    def state_dict(self):
+        """{dotted name: copy of the parameter's array}."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters, in place. Names and shapes must match exactly; otherwise
+        CheckpointError lists every missing, unexpected and mis-shaped entry and nothing is changed."""
+        params = dict(self.named_parameters())
+        arrays = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
+        problems = [f"missing: {k} {params[k].shape}" for k in params if k not in arrays]
+        problems += [f"unexpected: {k} {arrays[k].shape}" for k in arrays if k not in params]
+        problems += [f"shape mismatch: {k} is {params[k].shape} in {type(self).__name__}, {arrays[k].shape} "
+                     f"in the state dict" for k in params if k in arrays and arrays[k].shape != params[k].shape]
+        problems += [f"not a number array: {k} has dtype {arrays[k].dtype}" for k in params
+                     if k in arrays and arrays[k].dtype.kind not in "fiu"]
+        if problems:
+            raise CheckpointError(f"load_state_dict into {type(self).__name__}: {len(problems)} mismatch(es):\n  "
+                                  + "\n  ".join(problems))
+        for k, p in params.items():
+            p.data[...] = arrays[k]
+
+    # -- printing -------------------------------------------------------------------------------
+    def extra_repr(self):
+        """The constructor arguments shown by repr (override in subclasses)."""
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()})"
+        members = list(self._members())
+        total = f"{self.num_parameters():,} parameters"
+        if not any(isinstance(m, Module) for _, m in members):
+            shapes = ", ".join(f"{n} {m.shape}" for n, m in members)
+            return f"{head}  # {total}" + (f": {shapes}" if shapes else "")
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for n, m in members:
+            body = repr(m).replace("\n", "\n  ") if isinstance(m, Module) else f"Parameter {m.shape}"
+            lines.append(f"  ({n}): {body}")
+        return "\n".join(lines) + f"\n)  # {total}"
+
+
+def shape_of(x):
+    """The shape of a Tensor, array or nested list."""
+    return np.shape(x.data if isinstance(x, Tensor) else x)
+
+
+def _walk(module, prefix="", seen=None):
+    """(dotted name, member) for every Parameter and Module below `module`, depth first in assignment
+    order, each object once (shared weights and cycles are visited a single time)."""
+    seen = {id(module)} if seen is None else seen
+    for name, m in module._members():
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        yield prefix + name, m
+        if isinstance(m, Module):
+            yield from _walk(m, prefix + name + ".", seen)
+
+
+def _attach(member, prefix, name):
+    """Name `member`, just assigned as attribute `name` of a module whose path is `prefix`."""
+    if isinstance(member, Parameter):
+        member.name = prefix + name
+        return
+    object.__setattr__(member, "_scope_name", name)
+    object.__setattr__(member, "_prefix", prefix + name + ".")
+    for path, m in _walk(member, prefix + name + "."):
+        if isinstance(m, Parameter):
+            m.name = path
+        else:
+            object.__setattr__(m, "_prefix", path + ".")

@@ -1,0 +1,203 @@
+"""Unrolling a cell through time with a plain Python loop; BPTT is the tape's reverse sweep over it.
+
+    outputs, state = unroll(cell, xs)                      # xs (batch, T, D) -> outputs (batch, T, H)
+    outputs, state = unroll(cell, xs, lengths=[5, 3])      # variable lengths (TensorFlow's sequence_length)
+    outputs, state = unroll(cell, xs, truncate=10)         # truncated BPTT: gradients cut every 10 steps
+    outputs, state = unroll(cell, xs_next, state=detach_state(state))   # stateful: carry on, detached
+
+Every step runs inside `tapegrad.scope(name=<the cell's name>, t=t)`, so each record knows its
+module and time step (`record.scope.path`, `record.scope.step`).
+"""
+import numbers
+
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from ..ops import concat, stack, where
+from ..tape import scope
+from ..tensor import Tensor
+from .module import Module, shape_of
+
+
+def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False):
+    """Run `out, state = cell(x_t, state)` for t = 0 .. T-1; returns (outputs, final_state).
+
+    cell:       a Module (or function) with the cell call convention.
+    xs:         (batch, T, D) tensor, (T, batch, D) if time_major, or a list of T (batch, D) tensors.
+    state:      initial state (None: the cell's zeros).
+    lengths:    optional (batch,) integers in [1, T]. Sequence b is run for lengths[b] steps: its outputs
+                are zero after that, its final state is the state at its last valid step, and the
+                padded steps contribute no gradient.
+    truncate:   k cuts the gradient through the state before steps k, 2k, ... (truncated BPTT;
+                k = 1 is Elman's "copy of the hidden state"); None is full BPTT.
+    time_major: outputs (and a tensor xs) are (T, batch, ...) instead of (batch, T, ...).
+    Returns outputs (batch, T, H) or (T, batch, H), and the final state.
+
+    A built-in cell with a tensor xs has its input projection x W_x + b computed for all steps with
+    one matmul before the loop; a list xs, or a cell without `input_projection`, runs the cell's
+    whole forward at each step. Both give the same values and gradients.
+    """
+    label = _label(cell)
+    if isinstance(xs, (list, tuple)):
+        T, batch = _check_list(xs)
+        at = _list_index
+        step = cell.forward if isinstance(cell, Module) else cell
+    else:
+        T, batch = _check_tensor(xs, time_major)
+        at = _list_index if time_major else _batch_major_index
+        if hasattr(cell, "input_projection") and hasattr(cell, "recurrence"):
+            with scope(label):
+                xs = cell.input_projection(xs)
+            step = cell.recurrence
+        else:
+            step = cell.forward if isinstance(cell, Module) else cell
+    if truncate is not None and (not isinstance(truncate, numbers.Integral) or isinstance(truncate, bool)
+                                 or truncate < 1):
+        raise ValueError(f"unroll: truncate must be a positive integer number of steps or None, got {truncate!r}")
+    active = None if lengths is None else lengths_array(lengths, batch, T)[:, None] > np.arange(T)  # (B, T)
+
+    outputs = []
+    for t in range(T):
+        if truncate and t and t % truncate == 0:
+            state = detach_state(state)
+        with scope(label, t):
+            out, new = step(at(xs, t), state)
+            if active is not None and not active[:, t].all():
+                mask = active[:, t:t + 1]                         # (batch, 1)
+                out = where(mask, out, 0)
+                new = _map(lambda a, b: where(mask, a, b), new, state)
+        outputs.append(out)
+        state = new
+    return stack(outputs, axis=0 if time_major else 1), state
+
+
+def detach_state(state):
+    """The state cut from the graph (same values): a Tensor's `.detach()`, mapped over tuples and lists
+    (h, (h, c), a list of per-layer states, ...); None and other values are returned as they are."""
+    return _map(lambda s: s.detach() if isinstance(s, Tensor) else s, state)
+
+
+def lengths_array(lengths, batch, T, caller="unroll"):
+    """`lengths` checked to be `batch` integers in [1, T]; returned as an int array."""
+    arr = np.asarray(lengths.data if isinstance(lengths, Tensor) else lengths)
+    if arr.dtype.kind not in "iu":
+        raise DTypeError(f"{caller}: lengths must be integers, got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ShapeError(f"{caller}: lengths must have shape (batch,) = ({batch},), got {arr.shape}")
+    if arr.min() < 1 or arr.max() > T:
+        raise ValueError(f"{caller}: lengths must lie in [1, T] = [1, {T}], got {arr.tolist()}")
+    return arr
+
+
+def reverse_sequences(xs, lengths=None, time_major=False):
+    """Reverse every sequence in time within its own length (TensorFlow's reverse_sequence); steps past
+    a sequence's length stay where they are. xs (batch, T, ...) or (T, batch, ...)."""
+    shape = shape_of(xs)
+    T, batch = (shape[0], shape[1]) if time_major else (shape[1], shape[0])
+    if lengths is None:
+        return xs[::-1] if time_major else xs[:, ::-1]
+    n = lengths_array(lengths, batch, T, "reverse_sequences")[:, None]
+    t = np.arange(T)
+    steps = np.where(t < n, n - 1 - t, t)                          # (batch, T)
+    rows = np.broadcast_to(np.arange(batch)[:, None], steps.shape)
+    return xs[steps.T, rows.T] if time_major else xs[rows, steps]
+
+
+class StackedRNN(Module):
+    """A deep RNN (TensorFlow's MultiRNNCell): layer l+1 reads layer l's outputs. Parameters layers.<l>.*.
+
+    forward(xs, state=None, lengths=None, truncate=None, time_major=False) -> (outputs, [final state per layer]);
+    arguments as `unroll`; `state` is None or one state (or None) per layer. Each layer is unrolled over
+    the whole sequence in turn.
+    """
+
+    def __init__(self, cells, name=None):
+        super().__init__(name)
+        cells = list(cells)
+        if not cells:
+            raise ValueError("StackedRNN: needs at least one cell")
+        for l, (below, above) in enumerate(zip(cells, cells[1:])):
+            h, d = getattr(below, "hidden_size", None), getattr(above, "input_size", None)
+            if h is not None and d is not None and h != d:
+                raise ShapeError(f"StackedRNN: layer {l} outputs {h} features but layer {l + 1} takes input_size {d}")
+        self.layers = cells
+
+    def forward(self, xs, state=None, lengths=None, truncate=None, time_major=False):
+        if state is None:
+            state = [None] * len(self.layers)
+        elif not isinstance(state, (list, tuple)) or len(state) != len(self.layers):
+            raise ShapeError(f"{self._where()}: state must be a list of {len(self.layers)} per-layer states "
+                             f"(or None), got {type(state).__name__}")
+        finals = []
+        for layer, s in zip(self.layers, state):
+            xs, s = unroll(layer, xs, s, lengths, truncate, time_major)
+            finals.append(s)
+        return xs, finals
+
+
+class Bidirectional(Module):
+    """Two cells over the same sequence, `fwd` forwards and `bwd` backwards in time; outputs concatenated.
+
+    forward(xs, state=None, lengths=None, time_major=False) -> (outputs (batch, T, H_fwd + H_bwd),
+    (fwd final state, bwd final state)). With `lengths`, the backward cell reads each sequence reversed
+    within its length, so it starts at the sequence's last valid step; its records' t counts its own steps.
+    """
+
+    def __init__(self, fwd, bwd, name=None):
+        super().__init__(name)
+        self.fwd, self.bwd = fwd, bwd
+
+    def forward(self, xs, state=None, lengths=None, time_major=False):
+        if isinstance(xs, (list, tuple)):
+            _check_list(xs)
+            xs = stack(xs, axis=0 if time_major else 1)
+        if state is None:
+            state = (None, None)
+        elif not isinstance(state, (list, tuple)) or len(state) != 2:
+            raise ShapeError(f"{self._where()}: state must be a pair (fwd state, bwd state) or None")
+        out_f, final_f = unroll(self.fwd, xs, state[0], lengths, time_major=time_major)
+        out_b, final_b = unroll(self.bwd, reverse_sequences(xs, lengths, time_major), state[1], lengths,
+                                time_major=time_major)
+        return concat([out_f, reverse_sequences(out_b, lengths, time_major)], axis=-1), (final_f, final_b)
+
+
+def _map(fn, tree, *others):
+    """fn applied leafwise over nested tuples/lists (others must have the same structure)."""
+    if isinstance(tree, (tuple, list)):
+        if any(not isinstance(o, (tuple, list)) or len(o) != len(tree) for o in others):
+            raise ShapeError(f"unroll: the cell returned a state of a different structure from the one it was "
+                             f"given ({len(tree)} parts vs {[shape_of(o) for o in others]})")
+        return type(tree)(_map(fn, *parts) for parts in zip(tree, *others))
+    return fn(tree, *others)
+
+
+def _label(cell):
+    """The scope name of the cell's records: its attribute name, else its class (or function) name."""
+    return getattr(cell, "_scope_name", None) or getattr(cell, "__name__", None) or type(cell).__name__
+
+
+def _check_list(xs):
+    if not xs:
+        raise ShapeError("unroll: xs is an empty list; a sequence needs at least one step")
+    shapes = [shape_of(x) for x in xs]
+    if len(shapes[0]) != 2 or any(s != shapes[0] for s in shapes):
+        raise ShapeError(f"unroll: a list xs must hold T tensors of one shape (batch, features), got shapes "
+                         f"{sorted(set(shapes))}")
+    return len(xs), shapes[0][0]
+
+
+def _check_tensor(xs, time_major):
+    shape = shape_of(xs)
+    layout = "(T, batch, features)" if time_major else "(batch, T, features)"
+    if len(shape) != 3 or 0 in shape[:2]:
+        raise ShapeError(f"unroll: xs must be {layout} with T >= 1, or a list of T (batch, features) tensors; "
+                         f"got shape {shape}")
+    return (shape[0], shape[1]) if time_major else (shape[1], shape[0])
+
+
+def _list_index(xs, t):
+    return xs[t]
+
+
+def _batch_major_index(xs, t):
+    return xs[:, t]
