@@ -51,13 +51,10 @@ class GradcheckReport:
 
     def __str__(self):
         head = ("input", "shape", "checked", "max abs err", "max rel err", "worst at", "numeric", "analytic", "")
-        lines = [head] + [(r.name, str(r.shape), str(r.checked), f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
-                           str(r.worst), f"{r.numeric:.6g}", f"{r.analytic:.6g}", "ok" if r.ok else "FAIL")
-                          for r in self.rows]
-        widths = [np.max([len(line[i]) for line in lines]) for i in range(len(head))]
-        text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
-        text.insert(1, "-" * len(text[0]))
-        return "\n".join(text) + f"\n({self.mode} mode: {'passed' if self.ok else 'FAILED'})"
+        rows = [(r.name, str(r.shape), str(r.checked), f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
+                 str(r.worst), f"{r.numeric:.6g}", f"{r.analytic:.6g}", "ok" if r.ok else "FAIL")
+                for r in self.rows]
+        return format_table(head, rows) + f"\n({self.mode} mode: {'passed' if self.ok else 'FAILED'})"
 
     __repr__ = __str__
 
@@ -151,21 +148,29 @@ def _perturbed(x):
     return x.data.reshape(-1), lambda: setattr(x, "data", original)
 
 
-def _numeric_full(scalar, x, eps):
+def central_differences(x, eps, evaluate, indices=None):
+    """Yield (i, evaluate() at x + eps e_i, evaluate() at x - eps e_i) for each flat index i of x.
+
+    x is a Tensor whose `.data` is perturbed in place (a private copy, restored at the end); indices
+    defaults to every element.
+    """
     flat, restore = _perturbed(x)
-    out = np.empty(flat.size)
     try:
-        for i in range(flat.size):
+        for i in range(flat.size) if indices is None else indices:
             v = flat[i]
             flat[i] = v + eps
-            up = _evaluate(scalar)
+            up = evaluate()
             flat[i] = v - eps
-            down = _evaluate(scalar)
+            down = evaluate()
             flat[i] = v
-            out[i] = (up - down) / (2 * eps)
+            yield i, up, down
     finally:
         restore()
-    return out
+
+
+def _numeric_full(scalar, x, eps):
+    return np.array([(up - down) / (2 * eps) for _, up, down in central_differences(x, eps, lambda: _evaluate(scalar))],
+                    dtype=np.float64)
 
 
 def _directional(scalar, x, v, eps):
@@ -182,8 +187,7 @@ def _directional(scalar, x, v, eps):
 
 def _compare(name, shape, analytic, numeric, atol, rtol, where):
     diff = np.abs(analytic - numeric)
-    scale = np.maximum(np.abs(analytic), np.abs(numeric))
-    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)   # both zero: no error
+    rel = relative_error(analytic, numeric)
     excess = diff / (atol + rtol * np.abs(numeric))
     bad = ~np.isfinite(analytic) | ~np.isfinite(numeric)
     excess[bad] = np.inf
@@ -192,3 +196,20 @@ def _compare(name, shape, analytic, numeric, atol, rtol, where):
     return InputCheck(name, tuple(shape), int(analytic.size), float(np.max(diff, initial=0)),
                       float(np.max(rel, initial=0)), tuple(int(i) if not isinstance(i, str) else i for i in where(worst)),
                       float(numeric[worst]) if numeric.size else 0.0, float(analytic[worst]) if analytic.size else 0.0, ok)
+
+
+def relative_error(a, b, floor=0.0):
+    """Elementwise |a - b| / max(|a|, |b|, floor); 0 where that denominator is 0 (both entries zero)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    diff = np.abs(a - b)
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+    return np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+
+
+def format_table(head, rows):
+    """A plain-text table of string cells: columns padded to their widest cell, a rule under the header."""
+    lines = [tuple(head)] + [tuple(r) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    text = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "-" * len(text[0]))
+    return "\n".join(text)
