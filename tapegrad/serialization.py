@@ -59,22 +59,26 @@ def load(path):
     another format version, raises CheckpointError naming the path and the problem."""
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"load {path!r}: not a tapegrad checkpoint (a .npy file, not an .npz archive)")
-            if _VERSION_ENTRY not in npz.files or _TREE_ENTRY not in npz.files:
-                raise CheckpointError(f"load {path!r}: not a tapegrad checkpoint (no format-version or tree entry)")
-            version = npz[_VERSION_ENTRY]
-            if version.shape != () or version.item() != FORMAT_VERSION:
-                found = version.item() if version.shape == () else version
-                raise CheckpointError(f"load {path!r}: checkpoint format version {found!r}, but this tapegrad "
-                                      f"reads version {FORMAT_VERSION}")
-            tree = json.loads(npz[_TREE_ENTRY].tobytes().decode())
-            return _decode(tree, npz, path)
+        contents = np.load(path, allow_pickle=False)
+        if not isinstance(contents, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"load {path!r}: not a tapegrad checkpoint (a .npy file, not an .npz archive)")
+        with contents as npz:
+            return _read(npz, path)
     except (FileNotFoundError, CheckpointError):
         raise
     except Exception as e:   # zipfile.BadZipFile, bad .npy headers, CRC mismatches, truncated reads, bad JSON
         raise CheckpointError(f"load {path!r}: truncated or corrupted checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _read(npz, path):
+    if _VERSION_ENTRY not in npz.files or _TREE_ENTRY not in npz.files:
+        raise CheckpointError(f"load {path!r}: not a tapegrad checkpoint (no format-version or tree entry)")
+    version = npz[_VERSION_ENTRY]
+    if version.shape != () or version.item() != FORMAT_VERSION:
+        found = version.item() if version.shape == () else version
+        raise CheckpointError(f"load {path!r}: checkpoint format version {found!r}, but this tapegrad reads "
+                              f"version {FORMAT_VERSION}")
+    return _decode(json.loads(npz[_TREE_ENTRY].tobytes().decode()), npz, path)
 
 
 def _encode(obj, key, arrays, path):
