@@ -11,6 +11,7 @@ Each example's `main(argv=None)` returns a dict of its results, which the tests 
 """
 import argparse
 import csv
+import json
 import pathlib
 import sys
 
@@ -79,3 +80,23 @@ def plot_lines(path, series, title="", xlabel="", ylabel="", logy=False):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_results(out, results):
+    """Write the dict `results` to <out>/results.json (numpy numbers and arrays become JSON numbers and lists);
+    returns the dict as written."""
+    results = _json_ready(results)
+    (out_dir(out) / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _json_ready(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        return {str(k): _json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_ready(x) for x in v]
+    return v
