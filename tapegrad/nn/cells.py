@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ops import relu, sigmoid, split, tanh
+from ..tape import mark_written
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter, shape_of
@@ -45,6 +46,9 @@ class RecurrentCell(Module):
 
     def forward(self, x, state=None):
         """x (batch, input_size), state -> (h, new state)."""
+        if len(shape_of(x)) != 2:
+            raise ShapeError(f"{self._where()}: one step takes x of shape (batch, {self.input_size}), got "
+                             f"{shape_of(x)}; run a sequence with tapegrad.nn.unroll")
         return self.recurrence(self.input_projection(x), state)
 
     def input_projection(self, x):
@@ -61,11 +65,7 @@ class RecurrentCell(Module):
 
     def _state(self, state, xp):
         """The state as a tuple of (batch, H) tensors (zeros for None), checked against `state_names`."""
-        shape = shape_of(xp)
-        if len(shape) != 2:
-            raise ShapeError(f"{self._where()}: one step takes x of shape (batch, {self.input_size}), got a projected "
-                             f"input of shape {shape}; run sequences with tapegrad.nn.unroll")
-        batch, n = shape[0], len(self.state_names)
+        batch, n = shape_of(xp)[0], len(self.state_names)
         if state is None:
             zeros = Tensor(np.zeros((batch, self.hidden_size), xp.dtype))
             return (zeros,) * n
@@ -98,6 +98,8 @@ class RecurrentCell(Module):
         self.W_x.data[...] = arrays["weight_ih"].T
         self.W_h.data[...] = arrays["weight_hh"].T
         self._load_torch_biases(arrays["bias_ih"], arrays["bias_hh"])
+        for p in self.parameters():
+            mark_written(p)
 
     def _load_torch_biases(self, bias_ih, bias_hh):
         self.b.data[...] = bias_ih + bias_hh

@@ -31,6 +31,8 @@ class Parameter(Tensor):
         if arr.dtype.kind != "f":
             raise DTypeError(f"Parameter {name or ''}: needs a floating dtype, got {arr.dtype} "
                              f"with shape {arr.shape}".replace("  ", " "))
+        if not arr.flags.writeable:           # e.g. an op's output: parameters take in-place updates
+            arr = arr.copy()
         super().__init__(arr, True, name)
 
     def __repr__(self):
@@ -146,6 +148,7 @@ class Module:
                                   + "\n  ".join(problems))
         for k, p in params.items():
             p.data[...] = arrays[k]
+            _tape.mark_written(p)
 
     # -- printing -------------------------------------------------------------------------------
     def extra_repr(self):
