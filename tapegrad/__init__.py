@@ -1,11 +1,12 @@
 """tapegrad: autodiff on numpy where backpropagation through time falls out of an explicit tape."""
 from .anomaly import detect_anomaly
 from .autodiff import backward, grad
+from .checkpoint import checkpoint
 from .errors import AnomalyError, CheckpointError, DTypeError, GraphError, ShapeError, TapegradError
 from .ops import (abs, add, astype, broadcast_to, clip, concat, div, dropout, exp, expand_dims, getitem, log,
                   log_softmax, logsumexp, matmul, max, maximum, mean, minimum, mul, neg, one_hot, pow, relu,
                   reshape, sigmoid, softmax, split, sqrt, squeeze, stack, sub, sum, take, tanh, transpose, where)
-from .op import PerInput, defop
+from .op import Joint, PerInput, defop
 from .losses import cross_entropy, mse_loss
 from .tape import Record, Scope, Tape, enable_grad, is_grad_enabled, no_grad, scope
 from .tensor import Tensor, get_default_dtype, set_default_dtype, tensor

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import anomaly, tape as _tape
 from .errors import GraphError
+from .op import Joint
 from .tape import Record, describe_scope
 from .tensor import Tensor, check_backward_target
 
@@ -136,10 +137,12 @@ def _input_grads(rec, g, create_graph):
     ans = rec.ans
     if create_graph:
         args, ans = _as_tensors(rec, args, ans)
+    rules = fn.vjps
+    joint = rules.rule(g, ans, *args, **params) if type(rules) is Joint else None
     for i, parent in enumerate(rec.parents):
         if parent is None or not parent.requires_grad:
             continue
-        gi = fn.vjps[i](g, ans, *args, **params)
+        gi = rules[i](g, ans, *args, **params) if joint is None else joint[i]
         if gi.shape != parent.shape:
             gi = unbroadcast(gi, parent.shape)
         if not create_graph and gi.dtype != parent.dtype:

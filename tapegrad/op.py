@@ -33,7 +33,7 @@ class Op:
         self.keep_ans = keep in ("ans", "both")
 
     def differentiable(self, i):
-        return isinstance(self.vjps, PerInput) or self.vjps[i] is not None
+        return isinstance(self.vjps, (PerInput, Joint)) or self.vjps[i] is not None
 
     def __repr__(self):
         return f"<op {self.name}>"
@@ -51,15 +51,25 @@ class PerInput:
         return lambda g, ans, *xs, **params: rule(i, g, ans, *xs, **params)
 
 
+class Joint:
+    """One rule for all inputs of an op whose input gradients are best computed together (a hand-fused
+    cell, `checkpoint`): `rule(g, ans, *inputs, **params)` returns one gradient (or None) per input."""
+    __slots__ = ("rule",)
+
+    def __init__(self, rule):
+        self.rule = rule
+
+
 def defop(name, forward, *vjps, keep="inputs", params=()):
     """Make a primitive from a numpy `forward(*inputs, **params)` and one rule per input.
 
     Pass `None` for an input that is not differentiable (indices, conditions); pass a single
-    `PerInput(rule)` for a variadic op. `params` names the keyword parameters that may also be passed
+    `PerInput(rule)` for a variadic op, or a single `Joint(rule)` to compute all inputs' gradients
+    in one call. `params` names the keyword parameters that may also be passed
     positionally after the inputs (`sum(x, 0)` for `sum(x, axis=0)`). Returns the primitive;
     `primitive.op` is its Op.
     """
-    variadic = len(vjps) == 1 and isinstance(vjps[0], PerInput)
+    variadic = len(vjps) == 1 and isinstance(vjps[0], (PerInput, Joint))
     op = Op(name, forward, vjps[0] if variadic else vjps, keep)
     n = None if variadic else len(vjps)
 

@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from .errors import DTypeError, ShapeError
+from .checkpoint import generator_for
 from .op import PerInput, defop
 from .tensor import Tensor, as_array
 
@@ -256,7 +257,7 @@ def dropout(x, p, rng, training=True):
     if not 0 <= p < 1:
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     data = _data(x)
-    mask = (rng.random(np.shape(data)) >= p).astype(data.dtype) / np.asarray(1 - p, data.dtype)
+    mask = (generator_for(rng).random(np.shape(data)) >= p).astype(data.dtype) / np.asarray(1 - p, data.dtype)
     return _dropout(x, mask)
 
 

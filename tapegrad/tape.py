@@ -165,7 +165,10 @@ def format_record(rec, numbering):
 
 
 def _short(value):
-    return f"<array {value.shape}>" if hasattr(value, "shape") and getattr(value, "ndim", 0) else repr(value)
+    if isinstance(value, (int, float, str, bool, type(None), slice)) or (
+            isinstance(value, tuple) and all(isinstance(v, (int, slice, type(None))) for v in value)):
+        return repr(value)
+    return f"<array {value.shape}>" if hasattr(value, "shape") else f"<{type(value).__name__}>"
 
 
 class Tape:

@@ -1,0 +1,132 @@
+"""Memory-efficient backward: keep only a function's inputs, recompute its records during backward.
+
+    outputs = tapegrad.checkpoint(segment, h, c)     # records one `checkpoint` op, not segment's ops
+
+`fn` runs once forward (its records are dropped as soon as it returns, after noting which
+parameters it reads), and once more in backward to compute gradients. For an unrolled RNN split
+into segments of k steps this keeps about T/k states plus one segment's records instead of all
+T steps' records (Chen et al. 2016). Dropout inside `fn` replays the same masks: the random
+generator's state is saved at each draw of the first run and restored for the recomputation.
+"""
+import numpy as np
+
+from . import tape as _tape
+from .autodiff import grad
+from .errors import GraphError
+from .op import Joint, Op
+from .tape import Record, enable_grad
+from .tensor import Tensor
+
+_RNG_LOG = None      # while fn first runs: list of generator states; while it is recomputed: an iterator
+
+
+def generator_for(rng):
+    """The generator an op draws from: `rng`, or inside a recomputation a replay of the first run's draw."""
+    if _RNG_LOG is None:
+        return rng
+    if isinstance(_RNG_LOG, list):
+        _RNG_LOG.append(rng.bit_generator.state)
+        return rng
+    replay = np.random.Generator(type(rng.bit_generator)())
+    replay.bit_generator.state = next(_RNG_LOG)
+    return replay
+
+
+def checkpoint(fn, *args):
+    """`fn(*args)` with its records recomputed in backward instead of kept. Returns what fn returns
+    (a Tensor or a nested tuple/list of Tensors, all of one float dtype)."""
+    global _RNG_LOG
+    if not _tape.GRAD_ENABLED:
+        return fn(*args)
+    inputs = [a for a in args if isinstance(a, Tensor)]
+    fresh = _detached(args)
+    tapes, _tape.ACTIVE_TAPES[:] = _tape.ACTIVE_TAPES[:], []     # fn's own records are not the tape's
+    _RNG_LOG = []
+    try:
+        flat, rebuild = _flatten(fn(*fresh))
+    finally:
+        rng_states, _RNG_LOG, _tape.ACTIVE_TAPES[:] = _RNG_LOG, None, tapes
+    params = _parameters_read(flat, fresh)
+    if not (params or any(t.requires_grad for t in inputs)):
+        return rebuild([t.detach() for t in flat])
+    packed = np.concatenate([t.data.ravel() for t in flat])
+    packed.setflags(write=False)
+    parents = tuple(t._node or t for t in inputs) + tuple(params)
+    saved = tuple(t.data for t in (*inputs, *params))
+    spec = dict(fn=fn, args=args, params=params, shapes=[t.shape for t in flat], rng_states=rng_states)
+    rec = Record(_CHECKPOINT, parents, saved, None, spec, packed.shape, packed.dtype,
+                 _tape.CURRENT_SCOPE, _tape.next_index())
+    whole = Tensor(packed, True, None, rec)
+    for tape in _tape.ACTIVE_TAPES:
+        tape.add(rec, whole)
+    pieces, start = [], 0
+    for t in flat:
+        pieces.append(whole[start:start + t.size].reshape(t.shape))
+        start += t.size
+    return rebuild(pieces)
+
+
+def _recompute_grads(g, ans, *saved, fn, args, params, shapes, rng_states):
+    """Run fn again on the saved inputs and sweep its fresh records with the incoming gradient."""
+    global _RNG_LOG
+    if isinstance(g, Tensor):
+        raise GraphError("checkpoint: create_graph=True through a checkpointed function is not supported")
+    arrays = iter(saved)
+    fresh = [Tensor(next(arrays), a.requires_grad) if isinstance(a, Tensor) else a for a in args]
+    _RNG_LOG = iter(rng_states)
+    try:
+        with enable_grad():
+            flat, _ = _flatten(fn(*fresh))
+    finally:
+        _RNG_LOG = None
+    used, start = [], 0
+    for t, shape in zip(flat, shapes):
+        size = int(np.prod(shape))
+        if t.requires_grad:
+            used.append((t, g[start:start + size].reshape(shape)))
+        start += size
+    wrt = [a for a in fresh if isinstance(a, Tensor)] + list(params)
+    if not used:
+        return (None,) * len(wrt)
+    return tuple(r.data for r in grad([t for t, _ in used], wrt, [go for _, go in used]))
+
+
+_CHECKPOINT = Op("checkpoint", None, Joint(_recompute_grads), keep="inputs")
+
+
+def _detached(args):
+    return [Tensor(a.data, a.requires_grad) if isinstance(a, Tensor) else a for a in args]
+
+
+def _parameters_read(flat, fresh):
+    """Leaf Tensors requiring grad that `flat` depends on, other than fn's own inputs `fresh`."""
+    seen, stack, leaves = set(), [t._node for t in flat if t._node is not None], []
+    known = {id(a) for a in fresh}
+    while stack:
+        for p in stack.pop().parents:
+            if isinstance(p, Record):
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+            elif isinstance(p, Tensor) and p.requires_grad and id(p) not in known:
+                known.add(id(p))
+                leaves.append(p)
+    return leaves
+
+
+def _flatten(obj):
+    """Tensors of a nested tuple/list structure, and a function that rebuilds it from new Tensors."""
+    if isinstance(obj, Tensor):
+        return [obj], lambda ts: ts[0]
+    if isinstance(obj, (tuple, list)):
+        parts = [_flatten(o) for o in obj]
+        sizes = [len(p[0]) for p in parts]
+
+        def rebuild(ts):
+            out, i = [], 0
+            for (_, sub), n in zip(parts, sizes):
+                out.append(sub(ts[i:i + n]))
+                i += n
+            return type(obj)(out)
+        return [t for p in parts for t in p[0]], rebuild
+    raise TypeError(f"checkpoint: fn must return Tensors or tuples/lists of them, got {type(obj).__name__}")
