@@ -113,11 +113,12 @@ class SGD(Optimizer):
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
     def _check_hyper(self, h):
+        owner = type(self).__name__
         for name in ("lr", "momentum", "weight_decay"):
-            _check_range("SGD", name, h[name])
+            _check_range(owner, name, h[name])
         if not isinstance(h["nesterov"], bool) or (h["nesterov"] and h["momentum"] == 0):
-            raise ValueError(f"SGD: nesterov must be a bool and needs momentum > 0, got nesterov={h['nesterov']!r} "
-                             f"with momentum={h['momentum']!r}")
+            raise ValueError(f"{owner}: nesterov must be a bool and needs momentum > 0, "
+                             f"got nesterov={h['nesterov']!r} with momentum={h['momentum']!r}")
         return h
 
     def _state_names(self, hyper):
@@ -149,7 +150,7 @@ class Adagrad(Optimizer):
 
     def _check_hyper(self, h):
         for name in ("lr", "eps"):
-            _check_range("Adagrad", name, h[name])
+            _check_range(type(self).__name__, name, h[name])
         return h
 
     def _update(self, p, g, state, lr, eps):
@@ -170,9 +171,10 @@ class RMSprop(Optimizer):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps)
 
     def _check_hyper(self, h):
+        owner = type(self).__name__
         for name in ("lr", "eps"):
-            _check_range("RMSprop", name, h[name])
-        _check_range("RMSprop", "alpha", h["alpha"], hi=1.0)
+            _check_range(owner, name, h[name])
+        _check_range(owner, "alpha", h["alpha"], hi=1.0)
         return h
 
     def _update(self, p, g, state, lr, alpha, eps):
