@@ -17,6 +17,7 @@ import numbers
 import numpy as np
 
 from .errors import CheckpointError, DTypeError, GraphError, ShapeError
+from .tape import mark_written
 from .tensor import Tensor
 
 
@@ -45,6 +46,7 @@ class Optimizer:
                                  f"but the parameter has shape {p.data.shape}")
             state["step"] += 1
             self._update(p.data, p.grad, state, **self.hyper)
+            mark_written(p)
         self.step_count += 1
 
     def zero_grad(self):

@@ -40,3 +40,13 @@ def test_requires_grad_leaf_from_read_only_array_is_writable():
     p = tg.tensor(h.data, requires_grad=True)
     p.data -= 1.0
     np.testing.assert_allclose(p.data, np.tanh(1.0) - 1.0)
+
+
+def test_optimizer_step_between_forward_and_backward_is_refused():
+    W = tg.tensor(np.eye(2), requires_grad=True, name="W")
+    opt = tg.optim.SGD([W], lr=0.1)
+    loss = (W @ W).sum()
+    W.grad = np.ones((2, 2))
+    opt.step()
+    with pytest.raises(tg.GraphError, match="modified in place"):
+        loss.backward()
