@@ -5,8 +5,8 @@
     outputs, state = unroll(cell, xs, truncate=10)         # truncated BPTT: gradients cut every 10 steps
     outputs, state = unroll(cell, xs_next, state=detach_state(state))   # stateful: carry on, detached
 
-Every step runs inside `tapegrad.scope(name=<the cell's name>, t=t)`, so each record knows its
-module and time step (`record.scope.path`, `record.scope.step`).
+The loop runs inside `tapegrad.scope(<the cell's name>)` and each step inside `tapegrad.scope(t=t)`,
+so every record knows its module and time step (`record.scope.path`, `record.scope.step`).
 """
 import numbers
 
@@ -37,38 +37,32 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False):
     one matmul before the loop; a list xs, or a cell without `input_projection`, runs the cell's
     whole forward at each step. Both give the same values and gradients.
     """
-    label = _label(cell)
-    if isinstance(xs, (list, tuple)):
-        T, batch = _check_list(xs)
-        at = _list_index
-        step = cell.forward if isinstance(cell, Module) else cell
-    else:
-        T, batch = _check_tensor(xs, time_major)
-        at = _list_index if time_major else _batch_major_index
-        if hasattr(cell, "input_projection") and hasattr(cell, "recurrence"):
-            with scope(label):
-                xs = cell.input_projection(xs)
-            step = cell.recurrence
-        else:
-            step = cell.forward if isinstance(cell, Module) else cell
+    listed = isinstance(xs, (list, tuple))
+    T, batch = _check_list(xs) if listed else _check_tensor(xs, time_major)
     if truncate is not None and (not isinstance(truncate, numbers.Integral) or isinstance(truncate, bool)
                                  or truncate < 1):
         raise ValueError(f"unroll: truncate must be a positive integer number of steps or None, got {truncate!r}")
     active = None if lengths is None else lengths_array(lengths, batch, T)[:, None] > np.arange(T)  # (B, T)
+    project = not listed and hasattr(cell, "input_projection") and hasattr(cell, "recurrence")
+    step = cell.recurrence if project else cell.forward if isinstance(cell, Module) else cell
+    at = _list_index if listed or time_major else _batch_major_index
 
-    outputs = []
-    for t in range(T):
-        if truncate and t and t % truncate == 0:
-            state = detach_state(state)
-        with scope(label, t):
-            out, new = step(at(xs, t), state)
-            if active is not None and not active[:, t].all():
-                mask = active[:, t:t + 1]                         # (batch, 1)
-                out = where(mask, out, 0)
-                new = _map(lambda a, b: where(mask, a, b), new, state)
-        outputs.append(out)
-        state = new
-    return stack(outputs, axis=0 if time_major else 1), state
+    with scope(_label(cell)):
+        if project:
+            xs = cell.input_projection(xs)                        # all T steps with one matmul
+        outputs = []
+        for t in range(T):
+            if truncate and t and t % truncate == 0:
+                state = detach_state(state)
+            with scope(t=t):
+                out, new = step(at(xs, t), state)
+                if active is not None and not active[:, t].all():
+                    mask = active[:, t:t + 1]                     # (batch, 1)
+                    out = where(mask, out, 0)
+                    new = _map(lambda a, b: where(mask, a, b), new, state)
+            outputs.append(out)
+            state = new
+        return stack(outputs, axis=0 if time_major else 1), state
 
 
 def detach_state(state):
