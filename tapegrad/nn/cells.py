@@ -55,8 +55,7 @@ class RecurrentCell(Module):
         """x W_x + b: (batch, input_size) -> (batch, G*H), or (batch, T, input_size) -> (batch, T, G*H)."""
         shape = shape_of(x)
         if len(shape) not in (2, 3) or shape[-1] != self.input_size:
-            raise ShapeError(f"{self._where()}: input x has shape {shape}, expected (batch, {self.input_size}) "
-                             f"(input_size = {self.input_size})")
+            raise ShapeError(f"{self._where()}: input x has shape {shape}, expected (batch, {self.input_size})")
         return x @ self.W_x + self.b
 
     def recurrence(self, xp, state):
