@@ -4,6 +4,8 @@ Records are visited in reverse recording order, so every consumer of a value is 
 the value's producer and its gradient is complete when reached. Gradients of a value used several
 times add up; BPTT's sum over time steps of a shared weight's gradient is exactly that.
 """
+from operator import attrgetter
+
 import numpy as np
 
 from . import anomaly, tape as _tape
@@ -69,7 +71,7 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
     on_edge(record, i, parent, grad), if given, sees every gradient a record sends to an input:
     the per-use (per-time-step) contributions that accumulation sums.
     """
-    grads, owned = {}, set()
+    grads, owned = {}, set()      # node -> gradient so far; nodes whose array the sweep may add into
     for t, g in seeds:
         _accumulate(grads, owned, t._node or t, g)
     found = {}
@@ -94,8 +96,16 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
         for i, parent, gi in _input_grads(rec, g, create_graph):
             if on_edge is not None:
                 on_edge(rec, i, parent, gi)
-            _accumulate(grads, owned, parent, gi)
-        if not retain_graph:
+            prev = grads.get(parent)      # accumulate (inlined: this is the hottest loop)
+            if prev is None:
+                grads[parent] = gi
+            elif parent in owned:
+                prev += gi
+            else:
+                grads[parent] = prev + gi
+                if type(prev) is np.ndarray:
+                    owned.add(parent)
+        if not retain_graph and (rec.saved is not None or rec.ans is not None):
             rec.saved = rec.ans = None
             rec.freed = True
         owned.discard(rec)
@@ -123,22 +133,22 @@ def _reverse_order(roots):
             if type(p) is Record and p.requires_grad and p not in seen:
                 seen.add(p)
                 stack.append(p)
-    return sorted(seen, key=_index, reverse=True)
+    return sorted(seen, key=_BY_INDEX, reverse=True)
 
 
-def _index(rec):
-    return rec.index
+_BY_INDEX = attrgetter("index")
 
 
 def _input_grads(rec, g, create_graph):
-    """(input position, parent, gradient) for each input of `rec` that requires grad."""
-    fn, params = rec.fn, rec.params
+    """[(input position, parent, gradient)] for each input of `rec` that requires grad."""
+    params = rec.params
     args = rec.saved if rec.saved is not None else rec.parents
     ans = rec.ans
     if create_graph:
         args, ans = _as_tensors(rec, args, ans)
-    rules = fn.vjps
+    rules = rec.fn.vjps
     joint = rules.rule(g, ans, *args, **params) if type(rules) is Joint else None
+    out = []
     for i, parent in enumerate(rec.parents):
         if parent is None or not parent.requires_grad:
             continue
@@ -149,7 +159,8 @@ def _input_grads(rec, g, create_graph):
             gi = gi.astype(parent.dtype)
         if _tape.ANOMALY:
             anomaly.check_backward(rec, i, gi)
-        yield i, parent, gi
+        out.append((i, parent, gi))
+    return out
 
 
 def _as_tensors(rec, args, ans):

@@ -2,10 +2,28 @@
 import numpy as np
 
 from .errors import DTypeError, ShapeError
+from .op import defop
 from .ops import log_softmax, one_hot
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def _squared_error(pred, target, reduction):
+    diff = pred - target
+    np.multiply(diff, diff, out=diff)
+    return diff if reduction == "none" else np.add.reduce(diff, axis=None) / (diff.size if reduction == "mean" else 1)
+
+
+def _mse_grad(g, pred, target, reduction):
+    """d loss / d pred; the target's gradient is its negative."""
+    scale = 2 / np.size(pred) if reduction == "mean" else 2
+    return (pred - target) * (g * scale)
+
+
+_mse = defop("mse_loss", _squared_error,
+             lambda g, ans, p, t, reduction: _mse_grad(g, p, t, reduction),
+             lambda g, ans, p, t, reduction: -_mse_grad(g, p, t, reduction), params=("reduction",))
 
 
 def mse_loss(pred, target, reduction="mean"):
@@ -13,8 +31,9 @@ def mse_loss(pred, target, reduction="mean"):
     if np.shape(_data(pred)) != np.shape(_data(target)):
         raise ShapeError(f"mse_loss: pred has shape {np.shape(_data(pred))} but target has shape "
                          f"{np.shape(_data(target))}")
-    diff = pred - target
-    return _reduce(diff * diff, reduction, "mse_loss")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return _mse(pred, target, reduction)
 
 
 def cross_entropy(logits, targets, reduction="mean", weight=None):

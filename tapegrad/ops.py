@@ -26,11 +26,15 @@ def _keepdims_shape(shape, axis):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
-def _spread(g, x, axis, keepdims):
-    """A reduction's output gradient, broadcast back over the reduced axes of `x`."""
-    if not keepdims:
+def _spread(g, x, axis, keepdims, scale=1.0):
+    """A reduction's output gradient times `scale`, spread back over the reduced axes of `x`."""
+    if not keepdims and axis is not None:
         g = g.reshape(_keepdims_shape(x.shape, axis))
-    return broadcast_to(g, x.shape)
+    if type(g) is np.ndarray:                   # first order: one C-level broadcasting fill
+        out = np.empty(x.shape, g.dtype)
+        np.multiply(g, scale, out=out)
+        return out
+    return broadcast_to(g * scale if scale != 1.0 else g, x.shape)
 
 
 # -- elementwise arithmetic ----------------------------------------------------------------------
@@ -102,13 +106,21 @@ _AXIS = ("axis", "keepdims")
 
 
 def _count(shape, axis):
-    return int(np.prod([shape[a] for a in _normalize_axis(axis, len(shape))]))
+    n = 1
+    for a in _normalize_axis(axis, len(shape)):
+        n *= shape[a]
+    return n
 
 
-sum = defop("sum", lambda x, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
+def _mean(x, axis=None, keepdims=False):
+    total = np.add.reduce(x, axis=axis, keepdims=keepdims)
+    return np.true_divide(total, _count(x.shape, axis), dtype=total.dtype if total.dtype.kind == "f" else None)
+
+
+sum = defop("sum", lambda x, axis=None, keepdims=False: np.add.reduce(x, axis=axis, keepdims=keepdims),
             lambda g, ans, x, axis=None, keepdims=False: _spread(g, x, axis, keepdims), keep="none", params=_AXIS)
-mean = defop("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
-             lambda g, ans, x, axis=None, keepdims=False: _spread(g, x, axis, keepdims) * (1 / _count(x.shape, axis)),
+mean = defop("mean", _mean,
+             lambda g, ans, x, axis=None, keepdims=False: _spread(g, x, axis, keepdims, 1 / (_count(x.shape, axis) or 1)),
              keep="none", params=_AXIS)
 
 

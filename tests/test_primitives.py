@@ -187,6 +187,8 @@ def test_one_hot_is_constant():
 def test_mse_loss(reduction):
     target = RNG.standard_normal((3, 2))
     check(lambda p: tg.mse_loss(p, target, reduction=reduction), leaf((3, 2)))
+    check(lambda p, t: tg.mse_loss(p, t, reduction=reduction), leaf((3, 2)), leaf((3, 2)))
+    assert tg.gradgradcheck(lambda p, t: tg.mse_loss(p, t, reduction=reduction), [leaf((2, 2)), leaf((2, 2))]).ok
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
