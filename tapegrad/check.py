@@ -1,0 +1,634 @@
+"""Check hand-derived gradients three ways: finite differences, the tape, and your derivation.
+
+    report = tapegrad.check.compare(loss_fn, params, hand=my_grads, per_step=True)
+    print(report)        # one row per parameter; per-step drill-down; notes
+    report.ok
+
+Errors are relative, |a - b| / max(|a|, |b|), banded as in cs231n: < 1e-7 fine, < 1e-4 ok (high for a
+smooth function in float64, normal with kinks), < 1e-2 suspicious, otherwise wrong. Finite
+differences are exact only up to their round-off, about eps_machine * |L| / eps per entry; entries
+smaller than `FD_RESOLUTION` times that are measured against that scale instead of their own, so
+round-off in a tiny entry never reads as an error. The tape and a hand derivation are both exact, so
+they are compared to rounding (`ROUNDING` machine epsilons of the gradient's scale).
+
+Also here: `sweep(tape)` checks every recorded primitive's own derivative rule, `eps_sweep` tabulates
+truncation against round-off for one entry, and `KINKS` lists the ops whose finite differences are
+flagged (not counted) when they cross a kink.
+"""
+import html
+import warnings
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from .autodiff import grad
+from .gradcheck import _evaluate, central_differences, format_table, relative_error
+from .op import apply
+from .tape import Record, Tape, enable_grad
+from .tensor import Tensor
+
+__all__ = ["compare", "sweep", "eps_sweep", "band", "KINKS", "CompareReport", "ParamCheck", "StepCheck",
+           "SweepReport", "OpCheck", "EpsSweep", "EpsRow"]
+
+BANDS = ((1e-7, "fine"), (1e-4, "ok"), (1e-2, "suspicious"), (np.inf, "wrong"))
+GOOD = ("fine", "ok")
+FD_RESOLUTION = 1e5     # finite-difference round-off alone stays below 1 / FD_RESOLUTION relative
+ROUNDING = 64           # machine epsilons of slack between two exact gradients (summation order)
+STEPS = "@steps"        # hand key suffix: "W@steps" per-step contributions, "h@steps" dL/dh_t
+
+# Ops whose derivative jumps: op name -> function of the op's input arrays and params that returns
+# which side of each kink the inputs lie on (an array or a tuple of arrays). A finite difference that
+# changes any of them crossed a kink. Register your own non-smooth primitives here.
+KINKS = {
+    "relu": lambda x: np.sign(x),
+    "abs": lambda x: np.sign(x),
+    "sign": lambda x: np.sign(x),
+    "clip": lambda x, lo=None, hi=None: (np.sign(x - (-np.inf if lo is None else lo)),
+                                         np.sign(x - (np.inf if hi is None else hi))),
+    "max": lambda x, axis=None, keepdims=False: x == np.max(x, axis=axis, keepdims=True),
+    "maximum": lambda x, y: np.sign(np.subtract(x, y)),
+    "minimum": lambda x, y: np.sign(np.subtract(x, y)),
+    "where": lambda c, x, y: np.asarray(c),
+}
+
+
+def band(rel):
+    """The verdict band of a relative error: 'fine', 'ok', 'suspicious' or 'wrong' (NaN is wrong)."""
+    for limit, name in BANDS:
+        if rel < limit:
+            return name
+    return "wrong"
+
+
+# -- compare --------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class ParamCheck:
+    """One parameter: the three gradients (arrays shaped like it) and how they compare.
+
+    max_abs, max_rel, worst: the judged pair's largest errors and where the relative one is (the
+    pair is hand vs tape when the tape agrees with finite differences, see `judged`).
+    signs: (entries whose signs agree, entries compared). kinked: mask of the entries whose finite
+    difference crossed a kink (left out of every comparison with fd; `.kinks` counts them).
+    blame: who is wrong ('' if nobody); diagnosis: a guess at how (sign, factor, transpose).
+    """
+    name: str
+    fd: np.ndarray
+    tape: np.ndarray
+    hand: np.ndarray | None
+    judged: tuple
+    max_abs: float
+    max_rel: float
+    worst: tuple
+    signs: tuple
+    kinked: np.ndarray
+    tape_fd_rel: float
+    band: str
+    blame: str
+    diagnosis: str
+
+    @property
+    def ok(self):
+        return self.band in GOOD
+
+    @property
+    def kinks(self):
+        return int(np.sum(self.kinked))
+
+
+@dataclass
+class StepCheck:
+    """Hand vs tape per time step for one series: a parameter's per-step contributions ("W@steps")
+    or the gradient dL/dh_t of a state ("h@steps"). rel[t] is the max relative error at step t;
+    `first` is the first divergent step in backward order (latest step first: where a wrong
+    derivation enters BPTT), None if every step agrees."""
+    name: str
+    rel: dict
+    first: int | None
+    diagnosis: str = ""
+
+    @property
+    def ok(self):
+        return self.first is None
+
+
+@dataclass(eq=False)
+class CompareReport:
+    """Result of `compare`: `rows` (ParamCheck per parameter), `steps` (StepCheck per series),
+    `notes`, the tape's per-step split `tape_steps` (name -> {t: array}), and `.ok`."""
+    rows: list
+    steps: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    tape_steps: dict = field(default_factory=dict)
+
+    @property
+    def ok(self):
+        return all(r.ok for r in self.rows) and all(s.ok for s in self.steps)
+
+    @property
+    def first_divergent_step(self):
+        """The latest time step at which any per-step series diverges (None if none does)."""
+        firsts = [s.first for s in self.steps if s.first is not None]
+        return max(firsts) if firsts else None
+
+    def __getitem__(self, name):
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def __bool__(self):
+        return self.ok
+
+    def _tables(self):
+        """[(header, rows)] of string cells: the parameter table, then the per-step table if any."""
+        hand = any(r.hand is not None for r in self.rows)
+        kinks = any(r.kinks for r in self.rows)
+        head = (["param", "shape", "max abs err", "max rel err", "worst at", "fd", "tape"] + ["hand"] * hand
+                + ["signs", "tape~fd"] + ["kinks"] * kinks + ["verdict"])
+        rows = []
+        for r in self.rows:
+            at = r.worst
+            values = [r.fd[at], r.tape[at]] + [r.hand[at] if r.hand is not None else None] * hand
+            verdict = r.band + (f" ({r.blame})" if r.blame else "") + (f": {r.diagnosis}" if r.diagnosis else "")
+            rows.append([r.name, str(r.tape.shape), f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", str(at)]
+                        + [_num(v) for v in values] + [f"{r.signs[0]}/{r.signs[1]}", f"{r.tape_fd_rel:.1e}"]
+                        + [str(r.kinks)] * kinks + [verdict])
+        tables = [(head, rows)]
+        if self.steps:
+            steps = sorted({t for s in self.steps for t in s.rel})
+            shead = ["per step: hand vs tape", f"t = {steps[0]}..{steps[-1]}", "first divergent", "rel err there",
+                     "diagnosis"]
+            srows = [[s.name, "".join(_MARKS.get(band(s.rel[t]), "x") if t in s.rel else " " for t in steps),
+                      "-" if s.first is None else f"t = {s.first}",
+                      "-" if s.first is None else f"{s.rel[s.first]:.2e}", s.diagnosis] for s in self.steps]
+            tables.append((shead, srows))
+        return tables
+
+    def _summary(self):
+        if self.ok:
+            return "gradients match"
+        bad = [r.name for r in self.rows if not r.ok]
+        text = f"MISMATCH in {', '.join(bad)}" if bad else "MISMATCH per step"
+        step = self.first_divergent_step
+        if step is not None:
+            text += f"; first divergent time step (backward order): t = {step}"
+        return text
+
+    def __str__(self):
+        tables = "\n\n".join(format_table(h, r) for h, r in self._tables())
+        return tables + "\n" + "\n".join([f"note: {n}" for n in self.notes] + [self._summary()])
+
+    __repr__ = __str__
+
+    def _repr_markdown_(self):
+        md = ["\n".join(["| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
+                        + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows])
+              for h, rows in self._tables()]
+        return "\n\n".join(md + [f"*{n}*" for n in self.notes] + [f"**{self._summary()}**"])
+
+    def _repr_html_(self):
+        def table(h, rows):
+            th = "".join(f"<th>{html.escape(c)}</th>" for c in h)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+        notes = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in self.notes)
+        return "".join(table(h, r) for h, r in self._tables()) + notes + f"<p><b>{html.escape(self._summary())}</b></p>"
+
+
+def compare(loss_fn, params, hand=None, per_step=False, eps=1e-6):
+    """Compare central finite differences, the tape and hand-derived gradients of `loss_fn()`.
+
+    loss_fn:  () -> scalar Tensor; it must read the parameters' current values (finite differences
+              perturb them in place). Run step t inside `with tapegrad.scope(t=t):` for per-step checks.
+    params:   {name: Tensor} or a Module (its `named_parameters()`).
+    hand:     {name: array shaped like the parameter} or a function returning such a dict; may
+              leave parameters out. With per_step=True it may also hold
+              "name@steps": [T arrays], the contribution of parameter `name`'s use at each step t
+                            (they add up to the total), and
+              "h@steps":    [T arrays], the total derivative dL/dh_t, for any state h: the tensor
+                            named "h" (`h.name = "h"`) recorded at step t.
+              A list is indexed by the step number of `scope(t=...)`; a dict {t: array} also works.
+    per_step: drill down per time step: the tape splits each parameter's gradient over the
+              records of step t that use it, and dL/dh_t is the gradient of the tensor named h.
+    eps:      finite-difference step. Each parameter entry costs two evaluations of loss_fn, so
+              check on small sizes.
+    Returns a `CompareReport`.
+    """
+    report, tape = _compare(loss_fn, params, hand, per_step, eps)
+    _explain(report, tape, eps)
+    return report
+
+
+def _compare(loss_fn, params, hand, per_step, eps):
+    """`compare` without the follow-up notes: (report, Tape of the unperturbed loss)."""
+    params = _named(params)
+    notes = _precision_notes(params)
+    totals, hand_steps = _split_hand(hand() if callable(hand) else hand, params, per_step)
+
+    with enable_grad(), Tape() as tape:
+        loss = loss_fn()
+    if not isinstance(loss, Tensor) or loss.size != 1:
+        raise ValueError(f"compare: loss_fn must return a scalar Tensor, got {_what(loss)}")
+    base = _kink_signature(tape)
+    states = {k: _find_states(tape, k) for k in hand_steps if k not in params}
+    ids = {id(p): name for name, p in params.items()}
+    split = {name: {} for name in params}
+
+    def on_edge(rec, i, parent, g):
+        name = ids.get(id(parent))
+        if name is not None:
+            t = rec.scope.step if rec.scope is not None else None
+            got = split[name].get(t)
+            split[name][t] = np.array(g, np.float64) if got is None else got + g
+    state_list = [(k, t, h) for k, steps in states.items() for t, h in steps.items()]
+    grads = grad(loss, [*params.values(), *(h for _, _, h in state_list)], retain_graph=True, on_edge=on_edge)
+    tape_totals = {name: g.data for name, g in zip(params, grads)}
+    state_grads = {k: {} for k in states}
+    for (k, t, _), g in zip(state_list, grads[len(params):]):
+        state_grads[k][t] = g.data
+
+    rows = []
+    for name, p in params.items():
+        fd, noise, kinked = (a.reshape(p.shape) for a in _finite_differences(loss_fn, p, eps, base))
+        rows.append(_param_check(name, fd, noise, kinked, tape_totals[name], totals.get(name)))
+    kinked_rows = [f"{r.name} ({r.kinks})" for r in rows if r.kinks]
+    if kinked_rows:
+        notes.append("finite differences crossed a kink (relu/max/clip/abs...) at entries of "
+                     f"{', '.join(kinked_rows)}; those entries are left out of the comparisons with fd")
+
+    report = CompareReport(rows, notes=notes)
+    if per_step:
+        report.tape_steps = {**split, **state_grads}
+        for name in params:
+            if None in split[name]:
+                notes.append(f"{name} is used outside any scope(t=...) (e.g. a W.T taken before the loop); "
+                             "that use appears as step None and its per-step split cannot be checked")
+        for key, series in hand_steps.items():
+            report.steps.append(_step_check(key + STEPS, series, report.tape_steps[key]))
+    return report, tape
+
+
+def _named(params):
+    if hasattr(params, "named_parameters"):
+        params = dict(params.named_parameters())
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"compare: params must be a non-empty dict name -> Tensor or a Module, got {_what(params)}")
+    for name, p in params.items():
+        if not isinstance(p, Tensor) or not p.requires_grad or not p.is_leaf:
+            raise TypeError(f"compare: params[{name!r}] must be a leaf Tensor with requires_grad=True, got {_what(p)}")
+    return params
+
+
+def _what(x):
+    return f"Tensor of shape {x.shape}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _precision_notes(params):
+    low = [f"{n} ({p.dtype})" for n, p in params.items() if p.dtype != np.float64]
+    if not low:
+        return []
+    text = (f"parameters {', '.join(low)} are not float64: finite differences in lower precision resolve "
+            "only a few digits; check in float64 (tapegrad.set_default_dtype(np.float64), float64 data)")
+    warnings.warn(f"compare: {text}", stacklevel=3)
+    return [text]
+
+
+def _split_hand(hand, params, per_step):
+    """({name: total}, {key: {t: float64 array}}); the per-step keys are read only with per_step."""
+    if hand is None:
+        return {}, {}
+    if not isinstance(hand, dict):
+        raise TypeError(f"compare: hand must be a dict name -> array or a function returning one, got {_what(hand)}")
+    totals, steps = {}, {}
+    for key, value in hand.items():
+        if key.endswith(STEPS):
+            if per_step:
+                base = key[:-len(STEPS)]
+                series = dict(value) if isinstance(value, dict) else dict(enumerate(value))
+                steps[base] = {t: np.asarray(v, np.float64) for t, v in series.items() if v is not None}
+                if base in params:
+                    for t, v in steps[base].items():
+                        _check_shape(f"{key}[{t}]", v, params[base].shape)
+            continue
+        if key not in params:
+            raise KeyError(f"compare: hand has a gradient for {key!r}, which is not a parameter "
+                           f"(parameters: {', '.join(params)}; per-step values use the suffix {STEPS!r})")
+        totals[key] = np.asarray(value)
+        _check_shape(key, totals[key], params[key].shape)
+    return totals, steps
+
+
+def _check_shape(key, value, shape):
+    if value.shape != shape:
+        raise ValueError(f"compare: hand[{key!r}] has shape {value.shape} but the parameter has shape {shape}")
+
+
+def _find_states(tape, name):
+    """{t: Tensor} of the recorded tensors named `name`, one per time step."""
+    found = {}
+    for rec, out in zip(tape.records, tape.outputs):
+        if out.name == name:
+            t = rec.scope.step if rec.scope is not None else None
+            if t is None or t in found:
+                where = "outside any step" if t is None else f"twice at t = {t}"
+                raise ValueError(f"compare: hand[{name + STEPS!r}] needs one tensor named {name!r} per step inside "
+                                 f"`scope(t=...)`; found one {where}")
+            found[t] = out
+    if not found:
+        raise ValueError(f"compare: hand[{name + STEPS!r}] given but no recorded tensor is named {name!r}: set "
+                         f"`h.name = {name!r}` on the state computed inside `with tapegrad.scope(t=t):`")
+    return found
+
+
+# -- finite differences, kinks ----------------------------------------------------------------------
+
+def _finite_differences(loss_fn, x, eps, base, indices=None):
+    """Central differences of loss_fn in the flat entries `indices` of x (default all): flat arrays of
+    (values, round-off estimates, crossed a kink). base: the kink signature of the unperturbed loss
+    (None when the loss has no kink op)."""
+    def evaluate():
+        if base is None:
+            return _evaluate(loss_fn), None
+        with enable_grad(), Tape() as tape:
+            value = float(loss_fn().data)
+        return value, _kink_signature(tape)
+    tiny = np.finfo(x.dtype).eps
+    values, noise, kinked = [], [], []
+    for _, (up, s_up), (down, s_down) in central_differences(x, eps, evaluate, indices):
+        values.append((up - down) / (2 * eps))
+        noise.append(tiny * (abs(up) + abs(down)) / (2 * eps))
+        kinked.append(base is not None and not (_same(s_up, base) and _same(s_down, base)))
+    return np.array(values, np.float64), np.array(noise, np.float64), np.array(kinked, bool)
+
+
+def _kink_signature(tape):
+    """Which side of its kink every input of every KINKS op on the tape lies on (None: no such op)."""
+    sig = [KINKS[r.op](*_record_inputs(r), **r.params) for r in tape.records if r.op in KINKS]
+    return sig or None
+
+
+def _same(a, b):
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return np.array_equal(a, b)
+
+
+def _record_inputs(rec):
+    """The input arrays of a record: saved ones, else the outputs the Tape keeps alive; None if neither."""
+    if rec.saved is not None:
+        return list(rec.saved)
+    out = []
+    for p in rec.parents:
+        t = p.tensor() if isinstance(p, Record) else p
+        out.append(None if t is None else t.data)
+    return out
+
+
+# -- judging ---------------------------------------------------------------------------------------
+
+def _exact_floor(*arrays):
+    """Rounding slack for comparing exact gradients: ROUNDING epsilons of the largest entry."""
+    eps = max(np.finfo(a.dtype if a.dtype.kind == "f" else np.float64).eps for a in arrays)
+    return ROUNDING * eps * max(float(np.max(np.abs(a), initial=0)) for a in arrays)
+
+
+def _param_check(name, fd, noise, kinked, tape, hand):
+    smooth = ~kinked
+    fd_floor = FD_RESOLUTION * noise
+    pairs = {("tape", "fd"): (tape, fd, fd_floor, smooth)}
+    if hand is not None:
+        floor = _exact_floor(hand, tape)
+        pairs[("hand", "tape")] = (hand, tape, floor, np.ones_like(smooth))
+        pairs[("hand", "fd")] = (hand, fd, fd_floor, smooth)
+    rel = {k: np.where(m, relative_error(a, b, f), 0.0) for k, (a, b, f, m) in pairs.items()}
+    worst_rel = {k: float(np.max(r, initial=0)) for k, r in rel.items()}
+    good = {k: band(r) in GOOD for k, r in worst_rel.items()}
+
+    if hand is None:
+        judged, blame = ("tape", "fd"), "tape"
+    elif good[("tape", "fd")]:
+        judged, blame = ("hand", "tape"), "hand"
+    elif good[("hand", "fd")]:
+        judged, blame = ("tape", "fd"), "tape"
+    elif good[("hand", "tape")]:
+        judged, blame = ("tape", "fd"), "fd"
+    else:
+        judged, blame = ("hand", "fd"), "hand and tape"
+    a, b, floor, mask = pairs[judged]
+    r = rel[judged]
+    worst = np.unravel_index(int(np.argmax(r)), r.shape) if r.size else ()
+    diff = np.where(mask, np.abs(np.asarray(a, np.float64) - b), 0.0)
+    agree = (np.sign(a) == np.sign(b)) | (np.maximum(np.abs(a), np.abs(b)) <= floor)
+    verdict = band(worst_rel[judged])
+    return ParamCheck(
+        name, fd, tape, hand, judged, float(np.max(diff, initial=0)), worst_rel[judged],
+        tuple(int(i) for i in worst), (int(np.sum(agree & mask)), int(np.sum(mask))), kinked,
+        worst_rel[("tape", "fd")], verdict, "" if verdict in GOOD else blame,
+        "" if verdict in GOOD else _diagnose(np.asarray(a, np.float64), np.asarray(b, np.float64), judged))
+
+
+def _diagnose(a, b, names):
+    """A short guess at how `a` relates to `b` when they disagree: sign, factor, transpose, zero."""
+    x, y = names
+    if not np.any(b) or not np.all(np.isfinite(a)):
+        return ""
+    if not np.any(a):
+        return f"{x} is all zeros"
+    floor = _exact_floor(a, b) + 1e-9 * np.abs(b).max()
+    close = lambda u: band(float(np.max(relative_error(u, b, floor)))) in GOOD  # noqa: E731
+    if a.ndim == 2 and a.shape[0] == a.shape[1] and close(a.T):
+        return f"{x} is {y} transposed"
+    k = float(np.vdot(a, b) / np.vdot(b, b))
+    if k != 0 and close(a / k):
+        return f"{x} = -{y} (sign flipped)" if abs(k + 1) < 1e-6 else f"{x} = {k:.4g} x {y}"
+    return ""
+
+
+def _step_check(name, hand, tape):
+    """Hand vs tape per step. hand, tape: {t: array}; a step the tape lacks counts as zero."""
+    steps = sorted(hand)
+    ref = {t: tape.get(t, np.zeros_like(hand[t])) for t in steps}
+    for t in steps:
+        if hand[t].shape != ref[t].shape:
+            raise ValueError(f"compare: hand[{name!r}][{t}] has shape {hand[t].shape} but the tape's is {ref[t].shape}")
+    floor = _exact_floor(*hand.values(), *ref.values())
+    rel = {t: float(np.max(relative_error(hand[t], ref[t], floor), initial=0)) for t in steps}
+    first = next((t for t in reversed(steps) if band(rel[t]) not in GOOD), None)
+    diagnosis = ""
+    if first is not None:
+        shifted = [s for s in (-1, 1) if all(
+            band(float(np.max(relative_error(hand[t], tape[t + s], floor)))) in GOOD
+            for t in steps if t + s in tape) and any(t + s in tape for t in steps)]
+        if shifted:
+            diagnosis = f"hand's step t is the tape's step t{shifted[0]:+d} (off by one in time)"
+    return StepCheck(name, rel, first, diagnosis)
+
+
+def _explain(report, tape, eps):
+    """Notes that point at the next tool: check.sweep when the tape is blamed, eps_sweep when fd is."""
+    doubtful = [r for r in report.rows if r.blame == "fd"]
+    if any("tape" in r.blame for r in report.rows):
+        bad = [o for o in sweep(tape, eps).rows if not o.ok]
+        if bad:
+            found = "; ".join(f"the rule of {o.op!r} wrong (rel err {o.max_rel:.1e} at {o.where})" for o in bad)
+            report.notes.append(f"the tape disagrees with finite differences; check.sweep of its records finds {found}")
+        else:
+            report.notes.append("the tape disagrees with finite differences but check.sweep finds every primitive's "
+                                "rule right: the loss may not be smooth at this point, or eps is off")
+            doubtful += [r for r in report.rows if "tape" in r.blame]
+    for r in doubtful:
+        report.notes.append(f"for {r.name}, see check.eps_sweep(loss_fn, params[{r.name!r}], {r.worst})")
+
+
+_MARKS = {"fine": ".", "ok": ".", "suspicious": "?"}     # per-step marks; "x" for wrong
+
+
+def _num(v):
+    return "-" if v is None else f"{v:.6g}"
+
+
+# -- sweep: every primitive's rule -----------------------------------------------------------------
+
+@dataclass
+class OpCheck:
+    """One primitive over all its records on a tape: records checked, skipped (inputs not kept),
+    the worst relative error of its rule vs finite differences, and where ('%k input i t=..')."""
+    op: str
+    checked: int
+    skipped: int
+    max_rel: float
+    where: str
+
+    @property
+    def ok(self):
+        return band(self.max_rel) in GOOD
+
+
+@dataclass
+class SweepReport:
+    """Result of `sweep`: one OpCheck per primitive; `.ok`; `.wrong` names the failing primitives."""
+    rows: list
+
+    @property
+    def ok(self):
+        return all(r.ok for r in self.rows)
+
+    @property
+    def wrong(self):
+        return [r.op for r in self.rows if not r.ok]
+
+    def __bool__(self):
+        return self.ok
+
+    def __str__(self):
+        head = ("primitive", "records checked", "skipped", "worst rel err", "worst at", "verdict")
+        rows = [(r.op, str(r.checked), str(r.skipped), f"{r.max_rel:.2e}", r.where,
+                 band(r.max_rel) if r.ok else f"{band(r.max_rel)}: its rule is wrong") for r in self.rows]
+        verdict = "every rule matches" if self.ok else f"WRONG rules: {', '.join(self.wrong)}"
+        return format_table(head, rows) + "\n" + verdict
+
+    __repr__ = __str__
+
+
+def sweep(tape, eps=1e-6, seed=0):
+    """Check each record's own derivative rule on its recorded inputs, in float64.
+
+    For a record out = op(x_1..x_n), compares the rule's gradient of sum(out * w) (w random) for each
+    input that is a Tensor with finite differences. Inputs come from what the record saved or else
+    from the outputs the Tape keeps alive; a record whose constant operand was not kept (add/sub of a
+    plain number, or any constant after backward freed the saved values) is counted as skipped.
+    Returns a `SweepReport` naming every primitive whose rule is wrong.
+    """
+    rng = np.random.default_rng(seed)
+    checked, skipped = {}, {}
+    for k, rec in enumerate(tape.records):
+        positions = [i for i, p in enumerate(rec.parents) if p is not None and rec.fn.differentiable(i)]
+        if not positions:
+            continue
+        rel = _check_record(rec, positions, eps, rng)
+        checked.setdefault(rec.op, [])
+        if rel is None:
+            skipped[rec.op] = skipped.get(rec.op, 0) + 1
+            continue
+        i = max(rel, key=rel.get)
+        step = rec.scope.step if rec.scope is not None else None
+        checked[rec.op].append((rel[i], f"%{k} input {i}" + ("" if step is None else f" t={step}")))
+    return SweepReport([OpCheck(op, len(c), skipped.get(op, 0), *max(c, default=(0.0, "-")))
+                        for op, c in checked.items()])
+
+
+def _check_record(rec, positions, eps, rng):
+    """{input position: max rel error of the rule}, or None if the record cannot be re-run."""
+    arrays = _record_inputs(rec)
+    if any(a is None for a in arrays) or any(np.asarray(arrays[i]).dtype.kind != "f" for i in positions):
+        return None
+    args = [np.asarray(a) if i not in positions else Tensor(np.array(a, np.float64), True, f"input {i}")
+            for i, a in enumerate(arrays)]
+    out = apply(rec.fn, args, rec.params)
+    if out.dtype != np.float64:
+        return None
+    w = rng.standard_normal(out.shape)
+    local, _ = _compare(lambda: (apply(rec.fn, args, rec.params) * w).sum(),
+                        {f"{i}": args[i] for i in positions}, None, False, eps)
+    return {int(r.name): r.max_rel for r in local.rows}
+
+
+# -- eps sweep --------------------------------------------------------------------------------------
+
+class EpsRow(NamedTuple):
+    """One eps: the central difference, its error against the tape, and the two error estimates:
+    truncation ~ eps^2 (from the differences at eps and 2 eps), round-off ~ eps_machine |L| / eps."""
+    eps: float
+    fd: float
+    abs_err: float
+    rel_err: float
+    truncation: float
+    round_off: float
+    kink: bool
+
+
+@dataclass
+class EpsSweep:
+    """Central differences of one entry for a range of eps against the tape's exact value (`rows`: EpsRow)."""
+    name: str
+    index: tuple
+    tape: float
+    rows: list
+
+    @property
+    def best(self):
+        """The eps with the smallest error (kink-crossing ones excluded)."""
+        usable = [r for r in self.rows if not r.kink] or self.rows
+        return min(usable, key=lambda r: r.abs_err).eps
+
+    def __str__(self):
+        head = ("eps", "finite difference", "abs err", "rel err", "truncation", "round-off", "dominated by")
+        rows = [(f"{e:.0e}", f"{fd:.12g}", f"{err:.2e}", f"{rel:.2e}", f"{tr:.1e}", f"{ro:.1e}",
+                 "kink crossed" if kink else ("truncation" if tr > ro else "round-off"))
+                for e, fd, err, rel, tr, ro, kink in self.rows]
+        return (f"{self.name}{list(self.index)}: tape {self.tape:.12g}\n" + format_table(head, rows)
+                + f"\nbest eps: {self.best:.0e}")
+
+    __repr__ = __str__
+
+
+def eps_sweep(loss_fn, param, index, eps=None):
+    """Tabulate the central difference of `loss_fn()` in `param[index]` for each eps (default 1e-1 ... 1e-12).
+
+    param: a leaf Tensor that loss_fn reads; index: a tuple (or flat int) into it. Returns an `EpsSweep`.
+    """
+    eps = 10.0 ** -np.arange(1, 13) if eps is None else np.asarray(eps, np.float64)
+    flat = int(np.ravel_multi_index(index, param.shape)) if isinstance(index, tuple) else int(index)
+    with enable_grad(), Tape() as tape:
+        loss = loss_fn()
+    base = _kink_signature(tape)
+    exact = float(grad(loss, param)[0].data.reshape(-1)[flat])
+    rows = []
+    for e in eps:
+        (fd,), (noise,), (kink,) = _finite_differences(loss_fn, param, e, base, [flat])
+        (fd2,), _, _ = _finite_differences(loss_fn, param, 2 * e, base, [flat])
+        rows.append(EpsRow(float(e), float(fd), abs(fd - exact), float(relative_error(fd, exact)), abs(fd2 - fd) / 3,
+                           float(noise), bool(kink)))
+    return EpsSweep(param.name or "param", tuple(int(i) for i in np.unravel_index(flat, param.shape)), exact, rows)
