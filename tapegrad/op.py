@@ -78,31 +78,35 @@ def defop(name, forward, *vjps, keep="inputs", params=()):
             if args:
                 kw.update(zip(params, args))
             if isinstance(x, Tensor):
-                return apply(op, (x,), kw)
+                return record(op, (x.data,), (x._node or x,), x.requires_grad, kw)
             return forward(x, **kw)
     elif n == 2:
         def primitive(x, y, *args, **kw):
             if args:
                 kw.update(zip(params, args))
-            if isinstance(x, Tensor) or isinstance(y, Tensor):
-                return apply(op, (x, y), kw)
+            if isinstance(x, Tensor):
+                if isinstance(y, Tensor) and x.data.dtype is y.data.dtype:    # the common case, inlined
+                    return record(op, (x.data, y.data), (x._node or x, y._node or y),
+                                  x.requires_grad or y.requires_grad, kw)
+                return record(op, *_unpack(op, (x, y)), kw)
+            if isinstance(y, Tensor):
+                return record(op, *_unpack(op, (x, y)), kw)
             return forward(x, y, **kw)
     else:
         def primitive(*args, **kw):
             for a in args:
                 if isinstance(a, Tensor):
-                    return apply(op, args, kw)
+                    return record(op, *_unpack(op, args), kw)
             return forward(*args, **kw)
     primitive.__name__ = primitive.__qualname__ = name
     primitive.op = op
     return primitive
 
 
-def apply(op, args, params):
-    """Run `op` on `args` (at least one a Tensor) and record it if any input requires grad."""
-    datas, parents, grad = _unpack(op, args)
+def record(op, datas, parents, grad, params):
+    """Run `op`'s forward on the input arrays; record it if an input requires grad (or a Tape is open)."""
     try:
-        out = op.forward(*datas, **params)
+        out = op.forward(*datas, **params) if params else op.forward(*datas)
     except TapegradError:
         raise
     except (ValueError, TypeError, IndexError) as e:
@@ -110,19 +114,24 @@ def apply(op, args, params):
     if type(out) is not np.ndarray:
         out = np.asarray(out)
     out.setflags(write=False)      # what records save cannot be changed behind the tape's back
-    if not _tape.GRAD_ENABLED or not (grad or _tape.ACTIVE_TAPES):
+    tapes = _tape.ACTIVE_TAPES
+    if not (grad or tapes) or not _tape.GRAD_ENABLED:
         return Tensor(out)
     rec = Record(op, parents, datas if op.keep_inputs else None, out if op.keep_ans else None,
                  params, out.shape, out.dtype, _tape.CURRENT_SCOPE, next_index())
     result = Tensor(out, grad, None, rec)
-    if not grad:
-        rec.requires_grad = False
-    if _tape.ACTIVE_TAPES:
-        for t in _tape.ACTIVE_TAPES:
+    if tapes:
+        rec.requires_grad = grad
+        for t in tapes:
             t.add(rec, result)
     if _tape.ANOMALY:
         anomaly.check_forward(rec, out)
     return result
+
+
+def apply(op, args, params):
+    """Run `op` on `args` (at least one of them a Tensor), as its primitive does."""
+    return record(op, *_unpack(op, args), params)
 
 
 def _unpack(op, args):
@@ -132,19 +141,11 @@ def _unpack(op, args):
     differentiable positions take the floating dtype of the Tensor inputs; two floating Tensors of
     different dtypes are an error (no silent promotion).
     """
-    n = len(args)
-    if n == 1:                   # fast paths: unary ops, Tensor-Tensor and Tensor-number binary ops
-        x = args[0]
-        return (x.data,), (x._node or x,), x.requires_grad
-    if n == 2:
+    if len(args) == 2:           # fast path: a Tensor and a Python number
         x, y = args
-        if isinstance(x, Tensor):
-            if isinstance(y, Tensor):
-                if x.data.dtype is y.data.dtype:
-                    return (x.data, y.data), (x._node or x, y._node or y), x.requires_grad or y.requires_grad
-            elif type(y) is float or type(y) is int:
-                return (x.data, y), (x._node or x, None), x.requires_grad
-        elif type(x) is float or type(x) is int:
+        if type(y) is float or type(y) is int:
+            return (x.data, y), (x._node or x, None), x.requires_grad
+        if type(x) is float or type(x) is int:
             return (x, y.data), (None, y._node or y), y.requires_grad
     dtype = _float_dtype(op, args)
     datas, parents, grad = [], [], False
