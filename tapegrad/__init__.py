@@ -12,6 +12,7 @@ from .tape import Record, Scope, Tape, enable_grad, is_grad_enabled, no_grad, sc
 from .tensor import Tensor, get_default_dtype, set_default_dtype, tensor
 from .gradcheck import gradcheck, gradgradcheck
 from . import optim
+from . import check, testing
 from .serialization import load, save
 
 __version__ = "0.1.0"
