@@ -173,7 +173,11 @@ class CompareReport:
         text = f"MISMATCH in {', '.join(bad)}" if bad else "MISMATCH per step"
         step = self.first_divergent_step
         if step is not None:
-            text += f"; first divergent time step (backward order): t = {step}"
+            names = lambda keep: ", ".join(s.name[:-len(STEPS)] for s in self.steps if keep(s))  # noqa: E731
+            text += (f"\nfirst divergent time step (backward order): t = {step}: {names(lambda s: s.first == step)} "
+                     "diverge there")
+            agree = names(lambda s: step in s.rel and band(s.rel[step]) in GOOD)
+            text += f"; {agree} still agree" if agree else ""
         return text
 
     def __str__(self):
@@ -525,7 +529,7 @@ class SweepReport:
     def __str__(self):
         head = ("primitive", "records checked", "skipped", "worst rel err", "worst at", "verdict")
         rows = [(r.op, str(r.checked), str(r.skipped), f"{r.max_rel:.2e}", r.where,
-                 band(r.max_rel) if r.ok else f"{band(r.max_rel)}: its rule is wrong") for r in self.rows]
+                 "WRONG rule" if not r.ok else band(r.max_rel) if r.checked else "not checked") for r in self.rows]
         verdict = "every rule matches" if self.ok else f"WRONG rules: {', '.join(self.wrong)}"
         return format_table(head, rows) + "\n" + verdict
 
@@ -553,8 +557,10 @@ def sweep(tape, eps=1e-6, seed=0):
             skipped[rec.op] = skipped.get(rec.op, 0) + 1
             continue
         i = max(rel, key=rel.get)
+        name = getattr(rec.parents[i], "name", None)       # a leaf's name, e.g. the parameter "W"
         step = rec.scope.step if rec.scope is not None else None
-        checked[rec.op].append((rel[i], f"%{k} input {i}" + ("" if step is None else f" t={step}")))
+        checked[rec.op].append((rel[i], f"%{k} input {i}" + (f" ({name})" if name else "")
+                                + ("" if step is None else f" t={step}")))
     return SweepReport([OpCheck(op, len(c), skipped.get(op, 0), *max(c, default=(0.0, "-")))
                         for op, c in checked.items()])
 

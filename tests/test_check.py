@@ -86,7 +86,7 @@ def test_planted_bug_is_located_in_time(bug):
         name = s.name.removesuffix("@steps")
         if name in case.params:
             assert s.first == (step if name in wrong else None), s.name
-    assert f"first divergent time step (backward order): t = {step}" in str(report)
+    assert f"first divergent time step (backward order): t = {step}: " in str(report)
 
 
 def test_steps_shifted_by_one_are_diagnosed():
@@ -116,7 +116,7 @@ def test_both_zero_entries_are_no_error():
     report = check.compare(loss_fn, {"w": w, "unused": unused}, hand={"w": 2 * w.data, "unused": np.zeros((2, 2))})
     assert report.ok and report["unused"].max_rel == 0 and report["w"].fd[2] == 0
     bad = check.compare(loss_fn, {"w": w, "unused": unused}, hand={"unused": np.eye(2) * 1e-3})
-    assert bad["unused"].band == "wrong" and "tape is all zeros" not in str(bad)
+    assert bad["unused"].band == "wrong" and bad["unused"].max_rel == 1.0
 
 
 def test_tiny_entries_are_judged_on_the_finite_difference_scale():
@@ -212,7 +212,7 @@ def test_sweep_names_a_wrong_rule():
         h.sum()
     report = check.sweep(tape)
     assert report.wrong == ["bad_tanh"] and not report.ok
-    assert "bad_tanh" in str(report) and "its rule is wrong" in str(report)
+    assert "bad_tanh" in str(report) and "WRONG rule" in str(report)
 
 
 def test_compare_blames_the_tape_and_names_the_primitive():
@@ -331,8 +331,7 @@ def test_assert_grads_match_fails_with_the_report():
         assert_grads_match(case.loss_fn, case.params, hand=hand, per_step=True)
     message = str(err.value)
     assert message.startswith("gradients do not match\nparam  shape")
-    assert "U        (2, 4)" in message.replace("U    ", "U        ", 1) or "\nU " in message
-    assert "wrong (hand)" in message and f"t = {T - 2}" in message
+    assert "MISMATCH in U, W, b" in message and f"backward order): t = {T - 2}" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert str(check.compare(case.loss_fn, case.params, hand=hand, per_step=True)) in message
