@@ -21,6 +21,10 @@ these), which Adagrad's per-parameter normalisation almost cancels.
 Result: the test MSE of the predictions on 200 smooth cos windows of `steps` values at random
 positions (a held-out random stream), beside the last-value baseline (predict y_{t+1} = y_t); the
 prediction on one test window is plotted.
+
+--quick: 1,500 updates of 25-step windows at lr 0.01 on a 1,000-point grid (resolution 0.1). At
+the seed's resolution 0.01 consecutive values differ by at most 0.01, so the last-value baseline
+(MSE 5e-5) is only beaten after many more updates than a quick run can afford.
 """
 import numpy as np
 
@@ -100,7 +104,7 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=100, help="hidden units (seed: 100)")
     parser.add_argument("--lr", type=float, default=0.001, help="Adagrad learning rate (seed: 0.001)")
     parser.add_argument("--test-windows", type=int, default=200, help="smooth cos windows for the test MSE")
-    args = parse(parser, argv, quick=dict(iterations=1500, steps=25, lr=0.01))
+    args = parse(parser, argv, quick=dict(iterations=1500, steps=25, lr=0.01, points=1000))
     out = out_dir(args.out)
     rng = np.random.default_rng(args.seed)
     data = CosData(0, 100, args.points, rng)
