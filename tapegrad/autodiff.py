@@ -4,7 +4,7 @@ Records are visited in reverse recording order, so every consumer of a value is 
 the value's producer and its gradient is complete when reached. Gradients of a value used several
 times add up; BPTT's sum over time steps of a shared weight's gradient is exactly that.
 """
-from operator import attrgetter
+from heapq import heappop, heappush
 
 import numpy as np
 
@@ -68,24 +68,29 @@ def _seed(output, grad, create_graph):
 def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
     """Run the reverse sweep. Returns the gradients of leaves (store) or of the `wanted` nodes.
 
+    Records wait in a heap keyed by recording order, entering when they first receive a gradient,
+    so the latest record comes out first and only records the outputs depend on are visited.
     on_edge(record, i, parent, grad), if given, sees every gradient a record sends to an input:
     the per-use (per-time-step) contributions that accumulation sums.
     """
-    grads, owned = {}, set()      # node -> gradient so far; nodes whose array the sweep may add into
+    grads, owned, heap = {}, set(), []    # node -> gradient so far; nodes whose array we may add into
     for t, g in seeds:
-        _accumulate(grads, owned, t._node or t, g)
+        node = t._node or t
+        if node in grads:
+            grads[node] = grads[node] + g
+        else:
+            grads[node] = g
+            if type(node) is Record:
+                heappush(heap, (-node.index, node))
     found = {}
-    order = _reverse_order([t._node for t, _ in seeds if t._node is not None])
-    check_writes = bool(order) and _tape.LAST_WRITE > order[-1].index
-    for rec in order:
-        g = grads.pop(rec, None)
-        if g is None:
-            continue
+    while heap:
+        rec = heappop(heap)[1]
+        g = grads.pop(rec)
         if rec.freed:
             raise GraphError(f"backward through {rec.op} (record %{rec.index}){describe_scope(rec.scope)} "
                              "a second time: its saved values were freed by the first backward; "
                              "pass retain_graph=True to the first backward to keep them")
-        if check_writes and rec.saved is not None:
+        if rec.saved is not None and _tape.LAST_WRITE > rec.index:
             _check_unchanged(rec)
         if rec in wanted:
             found[rec] = g
@@ -99,6 +104,8 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
             prev = grads.get(parent)      # accumulate (inlined: this is the hottest loop)
             if prev is None:
                 grads[parent] = gi
+                if type(parent) is Record:
+                    heappush(heap, (-parent.index, parent))
             elif parent in owned:
                 prev += gi
             else:
@@ -125,20 +132,6 @@ def _check_unchanged(rec):
                              "saved it, so its gradient would be wrong; run backward before updating parameters")
 
 
-def _reverse_order(roots):
-    """Records reachable from `roots`, latest first. Iterative: a 10,000-step chain is fine."""
-    seen, stack = set(roots), list(roots)
-    while stack:
-        for p in stack.pop().parents:
-            if type(p) is Record and p.requires_grad and p not in seen:
-                seen.add(p)
-                stack.append(p)
-    return sorted(seen, key=_BY_INDEX, reverse=True)
-
-
-_BY_INDEX = attrgetter("index")
-
-
 def _input_grads(rec, g, create_graph):
     """[(input position, parent, gradient)] for each input of `rec` that requires grad."""
     params = rec.params
@@ -155,11 +148,12 @@ def _input_grads(rec, g, create_graph):
         gi = rules[i](g, ans, *args, **params) if joint is None else joint[i]
         if gi.shape != parent.shape:
             gi = unbroadcast(gi, parent.shape)
-        if not create_graph and gi.dtype != parent.dtype:
+        if not create_graph and gi.dtype is not parent.dtype and gi.dtype != parent.dtype:
             gi = gi.astype(parent.dtype)
-        if _tape.ANOMALY:
-            anomaly.check_backward(rec, i, gi)
         out.append((i, parent, gi))
+    if _tape.ANOMALY:
+        for i, _, gi in out:
+            anomaly.check_backward(rec, i, gi)
     return out
 
 
