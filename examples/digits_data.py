@@ -10,6 +10,7 @@ sources, end in `.idx`, and be gzipped as `.gz`) and holds out the last sixth of
 When neither is available it raises `DigitsUnavailable` saying what to install or download.
 """
 import gzip
+import importlib.util
 import pathlib
 import re
 
@@ -67,14 +68,20 @@ def load_mnist(folder):
 
 
 def load_sklearn_digits():
-    """scikit-learn's 1,797 8x8 digits: images (N, 8, 8) in [0, 1], labels (N,)."""
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError:
+    """scikit-learn's 1,797 8x8 digits: images (N, 8, 8) in [0, 1], labels (N,). Read straight from the CSV file
+    scikit-learn bundles (importing scikit-learn takes seconds); its `load_digits` if that file has moved."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
         raise DigitsUnavailable("no digits: pass a folder holding MNIST's IDX files, or `pip install scikit-learn` "
-                                "for its bundled 8x8 digits") from None
-    d = sk_load_digits()
-    return d.images.astype(np.float32) / 16.0, d.target.astype(np.int64)
+                                "for its bundled 8x8 digits")
+    bundled = pathlib.Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if bundled.exists():
+        table = np.loadtxt(bundled, delimiter=",")
+        pixels, labels = table[:, :-1], table[:, -1]
+    else:
+        from sklearn.datasets import load_digits as sk_load_digits
+        pixels, labels = sk_load_digits(return_X_y=True)
+    return (pixels / 16.0).reshape(-1, 8, 8).astype(np.float32), labels.astype(np.int64)
 
 
 def load_digits(folder=None, seed=0):
