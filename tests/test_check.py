@@ -1,4 +1,7 @@
 """tapegrad.check: planted derivation bugs are caught and located; kinks, eps sweep, op sweep, reports."""
+import pathlib
+import re
+import runpy
 import warnings
 
 import numpy as np
@@ -335,3 +338,27 @@ def test_assert_grads_match_fails_with_the_report():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert str(check.compare(case.loss_fn, case.params, hand=hand, per_step=True)) in message
+
+
+def _rounding_masked(text):
+    """The text without what depends on rounding, so on the BLAS: tiny numbers in e-notation, the
+    rows of an eps sweep, and all but the first and last cell of rows judged fine (which entry is
+    the worst of errors at rounding level is noise)."""
+    lines = []
+    for line in text.splitlines():
+        if re.match(r"\de-\d\d ", line):
+            line = "<eps row>"
+        elif line.endswith(" fine"):
+            line = f"{line.split()[0]} ... fine"
+        lines.append(re.sub(r"-?\d\.\d+e-(0[7-9]|[1-9]\d)|0\.00e\+00", "<tiny>", line))
+    return "\n".join(lines)
+
+
+def test_walkthrough_prints_what_the_doc_shows(capsys):
+    docs = pathlib.Path(__file__).resolve().parent.parent / "docs"
+    runpy.run_path(str(docs / "gradcheck_walkthrough.py"), run_name="__main__")
+    printed = _rounding_masked(capsys.readouterr().out)
+    blocks = re.findall(r"```text\n(.*?)\n```", (docs / "gradcheck.md").read_text(), re.S)
+    assert len(blocks) == 5
+    for block in blocks:
+        assert _rounding_masked(block) in printed
