@@ -72,31 +72,25 @@ def reference_case(model, T=5, B=3, D=2, H=4, O=2, seed=0):
     the seed's column-vector Elman takes xs (T, D, 1), ys (T, O, 1), h0 (H, 1) and ignores B.
     Entries are N(0, 0.5^2).
     """
+    if model not in _MODELS:
+        raise ValueError(f"reference_case: unknown model {model!r}; one of {', '.join(_MODELS)}")
+    forward, run, shapes = _MODELS[model]
     rng = np.random.default_rng(seed)
     rand = lambda *shape: rng.normal(scale=0.5, size=shape)  # noqa: E731
     if model == "elman_loss_fun":
-        shapes = {"Wxh": (H, D), "Whh": (H, H), "Why": (O, H), "bh": (H, 1), "by": (O, 1)}
         data = {"xs": rand(T, D, 1), "ys": rand(T, O, 1), "h0": rand(H, 1)}
     else:
         data = {"xs": rand(T, B, D), "ys": rand(T, B, O), "h0": rand(B, H)}
-        gates = {"elman_bptt": {"": (D, H)}, "lstm_bptt": dict.fromkeys("ifog"),
-                 "gru_bptt": dict.fromkeys("zrh")}.get(model)
-        if gates is None:
-            raise ValueError(f"reference_case: unknown model {model!r}")
-        shapes = {"V": (H, O), "c": (O,)}
-        for k in gates:
-            wx, wh = ("U", "W") if model != "lstm_bptt" else ("W", "U")
-            sub = f"_{k}" if k else ""
-            shapes.update({wx + sub: (D, H), wh + sub: (H, H), "b" + sub: (H,)})
         if model == "lstm_bptt":
             data["c0"] = rand(B, H)
-    params = {k: Tensor(rand(*s), True, k) for k, s in shapes.items()}
-    arrays = lambda: {k: p.data for k, p in params.items()}  # noqa: E731
-    loss_fn, run = _MODELS[model]
+    params = {k: Tensor(rand(*shape), True, k) for k, shape in shapes(D, H, O).items()}
+
+    def model_fn(P):
+        return forward(P, **data)
 
     def hand():
-        return hand_from_reference(*run(data, arrays())[1::2])
-    model_fn = lambda P: loss_fn(P, **data)  # noqa: E731
+        _, grads, _, steps = run(data, {k: p.data for k, p in params.items()})
+        return hand_from_reference(grads, steps)
     return ReferenceCase(params, model_fn, lambda: model_fn(params), hand, data)
 
 
@@ -146,14 +140,25 @@ def _gru_loss(P, xs, ys, h0):
     return _steps(xs, ys, (Tensor(h0),), cell, _batched_head(P))
 
 
-def _run_seed(data, P):
-    return reference.elman_loss_fun(data["xs"], data["ys"], data["h0"], **P, per_step=True)
+def _gate_shapes(wx, wh, gates, D, H, O):
+    """Per gate suffix s: input weight wx+s (D, H), recurrent weight wh+s (H, H), bias b+s (H,); then the head."""
+    shapes = {}
+    for s in gates:
+        shapes.update({wx + s: (D, H), wh + s: (H, H), "b" + s: (H,)})
+    return {**shapes, "V": (H, O), "c": (O,)}
 
 
-_MODELS = {
-    "elman_loss_fun": (_seed_loss, _run_seed),
-    "elman_bptt": (_elman_loss, lambda d, P: reference.elman_bptt(d["xs"], d["ys"], d["h0"], P, per_step=True)),
+_MODELS = {   # name -> (tape forward, reference run with per_step=True, parameter shapes)
+    "elman_loss_fun": (_seed_loss,
+                       lambda d, P: reference.elman_loss_fun(d["xs"], d["ys"], d["h0"], **P, per_step=True),
+                       lambda D, H, O: {"Wxh": (H, D), "Whh": (H, H), "Why": (O, H), "bh": (H, 1), "by": (O, 1)}),
+    "elman_bptt": (_elman_loss,
+                   lambda d, P: reference.elman_bptt(d["xs"], d["ys"], d["h0"], P, per_step=True),
+                   lambda D, H, O: _gate_shapes("U", "W", [""], D, H, O)),
     "lstm_bptt": (_lstm_loss,
-                  lambda d, P: reference.lstm_bptt(d["xs"], d["ys"], d["h0"], d["c0"], P, per_step=True)),
-    "gru_bptt": (_gru_loss, lambda d, P: reference.gru_bptt(d["xs"], d["ys"], d["h0"], P, per_step=True)),
+                  lambda d, P: reference.lstm_bptt(d["xs"], d["ys"], d["h0"], d["c0"], P, per_step=True),
+                  lambda D, H, O: _gate_shapes("W", "U", ["_i", "_f", "_o", "_g"], D, H, O)),
+    "gru_bptt": (_gru_loss,
+                 lambda d, P: reference.gru_bptt(d["xs"], d["ys"], d["h0"], P, per_step=True),
+                 lambda D, H, O: _gate_shapes("U", "W", ["_z", "_r", "_h"], D, H, O)),
 }
