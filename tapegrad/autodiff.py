@@ -145,7 +145,14 @@ def _input_grads(rec, g, create_graph):
     for i, parent in enumerate(rec.parents):
         if parent is None or not parent.requires_grad:
             continue
-        gi = rules[i](g, ans, *args, **params) if joint is None else joint[i]
+        if joint is not None:
+            gi = joint[i]
+        elif rules[i] is not None:              # None: not differentiable in this input (a condition)
+            gi = rules[i](g, ans, *args, **params)
+        else:
+            continue
+        if gi is None:
+            continue
         if gi.shape != parent.shape:
             gi = unbroadcast(gi, parent.shape)
         if not create_graph and gi.dtype is not parent.dtype and gi.dtype != parent.dtype:

@@ -13,6 +13,14 @@ class DTypeError(TapegradError, TypeError):
     """Operands whose dtypes do not fit the op (float32 mixed with float64, integer tensors asked to require grad)."""
 
 
+class ArgumentError(TapegradError, TypeError):
+    """An argument of the wrong kind for the op (a string where a tensor or an axis belongs, ...)."""
+
+
+class IndexOutOfRange(TapegradError, IndexError):
+    """An index outside the indexed tensor's shape."""
+
+
 class GraphError(TapegradError, RuntimeError):
     """Misuse of the recorded graph: backward through a freed graph, non-scalar backward without a gradient."""
 

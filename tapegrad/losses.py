@@ -2,7 +2,7 @@
 import numpy as np
 
 from .errors import DTypeError, ShapeError
-from .op import defop
+from .op import defop, guarded
 from .ops import log_softmax, one_hot
 from .tensor import Tensor
 
@@ -26,6 +26,7 @@ _mse = defop("mse_loss", _squared_error,
              lambda g, ans, p, t, reduction: -_mse_grad(g, p, t, reduction), params=("reduction",))
 
 
+@guarded
 def mse_loss(pred, target, reduction="mean"):
     """Squared error (pred - target)**2, reduced by "mean" | "sum" | "none"; shapes must match."""
     if np.shape(_data(pred)) != np.shape(_data(target)):
@@ -36,6 +37,7 @@ def mse_loss(pred, target, reduction="mean"):
     return _mse(pred, target, reduction)
 
 
+@guarded
 def cross_entropy(logits, targets, reduction="mean", weight=None):
     """Softmax cross-entropy from logits (..., C) and integer class targets (...).
 

@@ -13,10 +13,12 @@ so an op like `add` keeps nothing alive.
 
 Called with no Tensor argument, a primitive is plain numpy: it returns a plain array.
 """
+import functools
+
 import numpy as np
 
 from . import anomaly, tape as _tape
-from .errors import DTypeError, ShapeError, TapegradError
+from .errors import ArgumentError, DTypeError, IndexOutOfRange, ShapeError, TapegradError
 from .tape import Record, describe_scope, next_index
 from .tensor import Tensor
 
@@ -75,29 +77,38 @@ def defop(name, forward, *vjps, keep="inputs", params=()):
 
     if n == 1:
         def primitive(x, *args, **kw):
-            if args:
-                kw.update(zip(params, args))
-            if isinstance(x, Tensor):
-                return record(op, (x.data,), (x._node or x,), x.requires_grad, kw)
-            return forward(x, **kw)
+            try:
+                if args:
+                    kw.update(_positional(name, params, args))
+                if isinstance(x, Tensor):
+                    return record(op, (x.data,), (x._node or x,), x.requires_grad, kw)
+                return forward(x, **kw)
+            except _WRAPPED as e:
+                raise op_error(name, (x, *args), kw, e) from None
     elif n == 2:
         def primitive(x, y, *args, **kw):
-            if args:
-                kw.update(zip(params, args))
-            if isinstance(x, Tensor):
-                if isinstance(y, Tensor) and x.data.dtype is y.data.dtype:    # the common case, inlined
-                    return record(op, (x.data, y.data), (x._node or x, y._node or y),
-                                  x.requires_grad or y.requires_grad, kw)
-                return record(op, *_unpack(op, (x, y)), kw)
-            if isinstance(y, Tensor):
-                return record(op, *_unpack(op, (x, y)), kw)
-            return forward(x, y, **kw)
+            try:
+                if args:
+                    kw.update(_positional(name, params, args))
+                if isinstance(x, Tensor):
+                    if isinstance(y, Tensor) and x.data.dtype is y.data.dtype:    # the common case, inlined
+                        return record(op, (x.data, y.data), (x._node or x, y._node or y),
+                                      x.requires_grad or y.requires_grad, kw)
+                    return record(op, *_unpack(op, (x, y)), kw)
+                if isinstance(y, Tensor):
+                    return record(op, *_unpack(op, (x, y)), kw)
+                return forward(x, y, **kw)
+            except _WRAPPED as e:
+                raise op_error(name, (x, y, *args), kw, e) from None
     else:
         def primitive(*args, **kw):
-            for a in args:
-                if isinstance(a, Tensor):
-                    return record(op, *_unpack(op, args), kw)
-            return forward(*args, **kw)
+            try:
+                for a in args:
+                    if isinstance(a, Tensor):
+                        return record(op, *_unpack(op, args), kw)
+                return forward(*args, **kw)
+            except _WRAPPED as e:
+                raise op_error(name, args, kw, e) from None
     primitive.__name__ = primitive.__qualname__ = name
     primitive.op = op
     return primitive
@@ -105,12 +116,7 @@ def defop(name, forward, *vjps, keep="inputs", params=()):
 
 def record(op, datas, parents, grad, params):
     """Run `op`'s forward on the input arrays; record it if an input requires grad (or a Tape is open)."""
-    try:
-        out = op.forward(*datas, **params) if params else op.forward(*datas)
-    except TapegradError:
-        raise
-    except (ValueError, TypeError, IndexError) as e:
-        raise op_error(op, datas, params, e) from None
+    out = op.forward(*datas, **params) if params else op.forward(*datas)
     if type(out) is not np.ndarray:
         out = np.asarray(out)
     out.setflags(write=False)      # what records save cannot be changed behind the tape's back
@@ -179,15 +185,43 @@ def _float_dtype(op, args):
     return dtype
 
 
+# Errors from numpy or Python inside an op become tapegrad errors naming the op (see op_error).
+_WRAPPED = (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError, OverflowError)
+
+
+def _positional(name, params, args):
+    if len(args) > len(params):
+        raise ArgumentError(f"{name}: takes at most {len(params)} parameter(s) after its inputs "
+                            f"({', '.join(params) or 'none'}), got {len(args)}")
+    return zip(params, args)
+
+
 def describe(value):
-    if isinstance(value, np.ndarray):
+    """'(32, 10) float32' for arrays and Tensors, a repr for numbers, the type name otherwise."""
+    if isinstance(value, (np.ndarray, Tensor)):
         return f"{value.shape} {value.dtype}"
-    return type(value).__name__ if not isinstance(value, (int, float)) else repr(value)
+    if isinstance(value, (bool, int, float, type(None))):
+        return repr(value)
+    return type(value).__name__
 
 
-def op_error(op, datas, params, cause):
-    """A ShapeError/DTypeError naming the op, its operands' shapes and dtypes, and the scope."""
-    operands = " and ".join(describe(d) for d in datas)
-    extra = "".join(f", {k}={v!r}" for k, v in params.items() if not isinstance(v, np.ndarray))
-    cls = DTypeError if isinstance(cause, TypeError) else ShapeError
-    return cls(f"{op.name} of {operands}{extra}{describe_scope(_tape.CURRENT_SCOPE)}: {cause}")
+def op_error(name, values, params, cause):
+    """A tapegrad error naming the op, its operands' shapes and dtypes, the scope, and the cause."""
+    if isinstance(cause, TapegradError):
+        return cause
+    operands = " and ".join(describe(v) for v in values)
+    extra = "".join(f", {k}={describe(v) if isinstance(v, np.ndarray) else repr(v)}" for k, v in params.items())
+    cls = IndexOutOfRange if isinstance(cause, IndexError) else ArgumentError if isinstance(cause, TypeError) \
+        else ShapeError
+    return cls(f"{name} of {operands}{extra}{describe_scope(_tape.CURRENT_SCOPE)}: {cause}")
+
+
+def guarded(fn):
+    """Decorator for public functions that are not primitives: their numpy/Python errors become tapegrad errors."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except _WRAPPED as e:
+            raise op_error(fn.__name__, args, kw, e) from None
+    return wrapper

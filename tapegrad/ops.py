@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import DTypeError, ShapeError
 from .checkpoint import generator_for
-from .op import PerInput, defop
+from .op import PerInput, defop, guarded
 from .tensor import Tensor, as_array
 
 
@@ -222,16 +222,19 @@ _dropout = defop("dropout", np.multiply, lambda g, ans, x, mask: g * mask, None)
 
 
 # -- public wrappers with numpy-style signatures --------------------------------------------------
+@guarded
 def reshape(x, *shape):
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     return _reshape(x, shape=tuple(shape))
 
 
+@guarded
 def transpose(x, *axes):
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list, type(None))) else axes
     return _transpose(x, axes=tuple(axes) if axes else None)
 
 
+@guarded
 def concat(tensors, axis=0):
     """Join a sequence of tensors along an existing axis."""
     tensors = list(tensors)
@@ -241,6 +244,7 @@ def concat(tensors, axis=0):
     return _concat(*tensors, axis=axis, sizes=tuple(np.shape(_data(t))[axis] for t in tensors))
 
 
+@guarded
 def stack(tensors, axis=0):
     """Join a sequence of same-shape tensors along a new axis."""
     tensors = list(tensors)
@@ -249,6 +253,7 @@ def stack(tensors, axis=0):
     return _stack(*tensors, axis=axis % (np.ndim(_data(tensors[0])) + 1))
 
 
+@guarded
 def split(x, sections, axis=-1):
     """Split into `sections` equal parts (an int) or at the given indices; each part is a getitem."""
     n = np.shape(_data(x))[axis]
@@ -262,6 +267,7 @@ def split(x, sections, axis=-1):
     return tuple(getitem(x, lead + (slice(a, b),)) for a, b in zip(bounds[:-1], bounds[1:]))
 
 
+@guarded
 def dropout(x, p, rng, training=True):
     """Zero each element with probability `p` (using the generator `rng`), scale the rest by 1/(1-p)."""
     if not training or p == 0:
@@ -273,6 +279,7 @@ def dropout(x, p, rng, training=True):
     return _dropout(x, mask)
 
 
+@guarded
 def one_hot(indices, num_classes, dtype=None):
     """Non-differentiable: (..., ) integer indices -> (..., num_classes) floats."""
     idx = _int_array(indices, "one_hot")

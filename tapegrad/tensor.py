@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 
 from . import tape as _tape
-from .errors import DTypeError, GraphError
+from .errors import DTypeError, GraphError, ShapeError
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
 
@@ -31,11 +31,17 @@ def as_array(data, dtype=None):
     if isinstance(data, Tensor):
         data = data.data
     if dtype is not None:
-        return np.asarray(data, dtype=dtype)
-    arr = np.asarray(data)
+        try:
+            return np.asarray(data, dtype=dtype)
+        except (TypeError, ValueError) as e:
+            raise DTypeError(f"tensor: cannot make a {dtype} array from {type(data).__name__}: {e}") from None
+    try:
+        arr = np.asarray(data)
+    except ValueError as e:
+        raise ShapeError(f"tensor: cannot make an array from {type(data).__name__} {data!r:.80}: {e}") from None
     if arr.dtype.kind == "f" and not isinstance(data, (np.ndarray, np.generic)):
         arr = arr.astype(_DEFAULT_DTYPE)
-    elif arr.dtype.kind == "O":
+    elif arr.dtype.kind not in "biufc":
         raise DTypeError(f"tensor: cannot make a numeric array from {type(data).__name__} {data!r:.80}")
     return arr
 
@@ -48,6 +54,8 @@ def check_can_require_grad(arr, op="tensor"):
 
 def tensor(data, requires_grad=False, dtype=None, name=None):
     """Make a leaf Tensor. Shares memory with a numpy array that already has the right dtype."""
+    if not isinstance(requires_grad, (bool, np.bool_)):
+        raise DTypeError(f"tensor: requires_grad must be True or False, got {type(requires_grad).__name__}")
     arr = as_array(data, dtype)
     if requires_grad:
         check_can_require_grad(arr)
