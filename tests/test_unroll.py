@@ -77,6 +77,28 @@ def test_projected_path_equals_per_step_path(kind):
     assert_all_close(grads(weighted_loss(tg.stack(manual, axis=1), state), inputs), want)
 
 
+def test_subclasses_overriding_forward_run_step_by_step():
+    class Doubled(nn.RNNCell):                               # a new forward: unroll must call it
+        def forward(self, x, h=None):
+            return super().forward(x * 2, h)
+
+    class Leaky(nn.RNNCell):                                 # a new recurrence: the projection still applies
+        def recurrence(self, xp, state=None):
+            (h,) = self._state(state, xp)
+            h = 0.5 * h + 0.5 * super().recurrence(xp, h)[0]
+            return h, h
+
+    xs = rand(B, T, D, seed=3)
+    doubled = nn.unroll(Doubled(D, H, dtype=F64, rng=0), tg.tensor(xs))[0]
+    np.testing.assert_allclose(doubled.data, nn.unroll(CELLS["rnn"](), tg.tensor(2 * xs))[0].data, rtol=1e-12)
+    leaky = Leaky(D, H, dtype=F64, rng=0)
+    with tg.Tape() as tape:
+        out = nn.unroll(leaky, tg.tensor(xs))[0]
+    assert [r.op for r in tape if r.scope.step is None][:2] == ["matmul", "add"]    # projected before the loop
+    np.testing.assert_allclose(out.data, nn.unroll(leaky, list(tg.tensor(xs).transpose(1, 0, 2)))[0].data,
+                               rtol=1e-12)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_full_bptt_gradients_match_finite_differences(kind):
     cell = randomize(CELLS[kind]())
@@ -391,7 +413,8 @@ def test_reverse_sequences():
 
 
 def test_bidirectional_respects_lengths():
-    bi = nn.Bidirectional(randomize(nn.LSTMCell(D, 4, dtype=F64, rng=0)), randomize(nn.GRUCell(D, 3, dtype=F64, rng=1), 9))
+    bi = nn.Bidirectional(randomize(nn.LSTMCell(D, 4, dtype=F64, rng=0)),
+                          randomize(nn.GRUCell(D, 3, dtype=F64, rng=1), 9))
     xs = rand(B, T, D, seed=3)
     X = leaf(xs)
     out, (final_f, final_b) = bi(X, lengths=LENGTHS)

@@ -91,7 +91,8 @@ class RecurrentCell(Module):
         given = {"weight_ih": weight_ih, "weight_hh": weight_hh, "bias_ih": bias_ih, "bias_hh": bias_hh}
         expected = {"weight_ih": (G * H, D), "weight_hh": (G * H, H), "bias_ih": (G * H,), "bias_hh": (G * H,)}
         arrays = {k: np.zeros(expected[k]) if v is None else np.asarray(v) for k, v in given.items()}
-        wrong = [f"{k} is {arrays[k].shape}, expected {expected[k]}" for k in expected if arrays[k].shape != expected[k]]
+        wrong = [f"{k} is {arrays[k].shape}, expected {shape}" for k, shape in expected.items()
+                 if arrays[k].shape != shape]
         if wrong:
             raise ShapeError(f"{type(self).__name__}({D}, {H}).load_torch_weights: " + "; ".join(wrong))
         self.W_x.data[...] = arrays["weight_ih"].T

@@ -32,7 +32,10 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """Row lookup: integer ids (...) -> vectors (..., embedding_dim). Parameter W (num_embeddings, embedding_dim), N(0, 1)."""
+    """Row lookup: integer ids (...) -> vectors (..., embedding_dim).
+
+    Parameter: W (num_embeddings, embedding_dim), N(0, 1).
+    """
 
     def __init__(self, num_embeddings, embedding_dim, dtype=None, rng=None, name=None):
         super().__init__(name)

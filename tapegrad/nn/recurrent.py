@@ -16,6 +16,7 @@ from ..errors import DTypeError, ShapeError
 from ..ops import concat, stack, where
 from ..tape import scope
 from ..tensor import Tensor
+from .cells import RecurrentCell
 from .module import Module, shape_of
 
 
@@ -33,9 +34,9 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False):
     time_major: outputs (and a tensor xs) are (T, batch, ...) instead of (batch, T, ...).
     Returns outputs (batch, T, H) or (T, batch, H), and the final state.
 
-    A built-in cell with a tensor xs has its input projection x W_x + b computed for all steps with
-    one matmul before the loop; a list xs, or a cell without `input_projection`, runs the cell's
-    whole forward at each step. Both give the same values and gradients.
+    For a built-in cell (a RecurrentCell whose forward is not overridden) and a tensor xs, the input
+    projection x W_x + b of all steps is one matmul before the loop and each step runs `recurrence`;
+    otherwise (a list xs, any other cell) each step runs the cell's forward. Values and gradients agree.
     """
     listed = isinstance(xs, (list, tuple))
     T, batch = _check_list(xs) if listed else _check_tensor(xs, time_major)
@@ -43,7 +44,7 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False):
                                  or truncate < 1):
         raise ValueError(f"unroll: truncate must be a positive integer number of steps or None, got {truncate!r}")
     active = None if lengths is None else lengths_array(lengths, batch, T)[:, None] > np.arange(T)  # (B, T)
-    project = not listed and hasattr(cell, "input_projection") and hasattr(cell, "recurrence")
+    project = not listed and getattr(type(cell), "forward", None) is RecurrentCell.forward
     step = cell.recurrence if project else cell.forward if isinstance(cell, Module) else cell
     at = _list_index if listed or time_major else _batch_major_index
 
