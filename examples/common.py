@@ -90,6 +90,18 @@ def save_results(out, results):
     return results
 
 
+
+def finish(args, results, checks):
+    """Save `results` (see save_results) and report the claims the run must reach; with --quick, a failed
+    claim raises SystemExit naming every failed one. checks: [(passed, message if not passed)]."""
+    results = save_results(args.out, results)
+    failed = [message for passed, message in checks if not passed]
+    for message in failed:
+        print(f"NOT REACHED: {message}", file=sys.stderr)
+    if args.quick and failed:
+        raise SystemExit("quick run did not reach its result: " + "; ".join(failed))
+    return results
+
 def _json_ready(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
