@@ -167,22 +167,22 @@ class CompareReport:
         return tables
 
     def _summary(self):
+        """The verdict lines: what mismatches and, per step, where the error enters."""
         if self.ok:
-            return "gradients match"
+            return ["gradients match"]
         bad = [r.name for r in self.rows if not r.ok]
-        text = f"MISMATCH in {', '.join(bad)}" if bad else "MISMATCH per step"
+        lines = [f"MISMATCH in {', '.join(bad)}" if bad else "MISMATCH per step"]
         step = self.first_divergent_step
         if step is not None:
             names = lambda keep: ", ".join(s.name[:-len(STEPS)] for s in self.steps if keep(s))  # noqa: E731
-            text += (f"\nfirst divergent time step (backward order): t = {step}: {names(lambda s: s.first == step)} "
-                     "diverge there")
             agree = names(lambda s: step in s.rel and band(s.rel[step]) in GOOD)
-            text += f"; {agree} still agree" if agree else ""
-        return text
+            where = f"{names(lambda s: s.first == step)} diverge there" + (f"; {agree} still agree" if agree else "")
+            lines.append(f"first divergent time step (backward order): t = {step}: {where}")
+        return lines
 
     def __str__(self):
         tables = "\n\n".join(format_table(h, r) for h, r in self._tables())
-        return tables + "\n" + "\n".join([f"note: {n}" for n in self.notes] + [self._summary()])
+        return tables + "\n" + "\n".join([f"note: {n}" for n in self.notes] + self._summary())
 
     __repr__ = __str__
 
@@ -190,7 +190,7 @@ class CompareReport:
         md = ["\n".join(["| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
                         + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows])
               for h, rows in self._tables()]
-        return "\n\n".join(md + [f"*{n}*" for n in self.notes] + [f"**{self._summary()}**"])
+        return "\n\n".join(md + [f"*{n}*" for n in self.notes] + [f"**{line}**" for line in self._summary()])
 
     def _repr_html_(self):
         def table(h, rows):
@@ -198,7 +198,8 @@ class CompareReport:
             trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
             return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
         notes = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in self.notes)
-        return "".join(table(h, r) for h, r in self._tables()) + notes + f"<p><b>{html.escape(self._summary())}</b></p>"
+        summary = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in self._summary())
+        return "".join(table(h, r) for h, r in self._tables()) + notes + summary
 
 
 def compare(loss_fn, params, hand=None, per_step=False, eps=1e-6):
@@ -237,21 +238,7 @@ def _compare(loss_fn, params, hand, per_step, eps):
         raise ValueError(f"compare: loss_fn must return a scalar Tensor, got {_what(loss)}")
     base = _kink_signature(tape)
     states = {k: _find_states(tape, k) for k in hand_steps if k not in params}
-    ids = {id(p): name for name, p in params.items()}
-    split = {name: {} for name in params}
-
-    def on_edge(rec, i, parent, g):
-        name = ids.get(id(parent))
-        if name is not None:
-            t = rec.scope.step if rec.scope is not None else None
-            got = split[name].get(t)
-            split[name][t] = np.array(g, np.float64) if got is None else got + g
-    state_list = [(k, t, h) for k, steps in states.items() for t, h in steps.items()]
-    grads = grad(loss, [*params.values(), *(h for _, _, h in state_list)], retain_graph=True, on_edge=on_edge)
-    tape_totals = {name: g.data for name, g in zip(params, grads)}
-    state_grads = {k: {} for k in states}
-    for (k, t, _), g in zip(state_list, grads[len(params):]):
-        state_grads[k][t] = g.data
+    tape_totals, split, state_grads = _tape_gradients(loss, params, states)
 
     rows = []
     for name, p in params.items():
@@ -272,6 +259,26 @@ def _compare(loss_fn, params, hand, per_step, eps):
             else:
                 report.steps.append(_step_check(key + STEPS, series, report.tape_steps[key]))
     return report, tape
+
+
+def _tape_gradients(loss, params, states):
+    """The tape's gradients: totals {name: array}, each parameter's split over the steps of the records
+    that use it {name: {t: array}} (t None outside any step), and dL/dh_t {key: {t: array}} of `states`."""
+    ids = {id(p): name for name, p in params.items()}
+    split = {name: {} for name in params}
+
+    def on_edge(rec, i, parent, g):
+        name = ids.get(id(parent))
+        if name is not None:
+            t = rec.scope.step if rec.scope is not None else None
+            got = split[name].get(t)
+            split[name][t] = np.array(g, np.float64) if got is None else got + g
+    state_list = [(k, t, h) for k, steps in states.items() for t, h in steps.items()]
+    grads = grad(loss, [*params.values(), *(h for _, _, h in state_list)], retain_graph=True, on_edge=on_edge)
+    state_grads = {k: {} for k in states}
+    for (k, t, _), g in zip(state_list, grads[len(params):]):
+        state_grads[k][t] = g.data
+    return {name: g.data for name, g in zip(params, grads)}, split, state_grads
 
 
 def _named(params):
@@ -295,7 +302,7 @@ def _precision_notes(params):
         return []
     text = (f"parameters {', '.join(low)} are not float64: finite differences in lower precision resolve "
             "only a few digits; check in float64 (tapegrad.set_default_dtype(np.float64), float64 data)")
-    warnings.warn(f"compare: {text}", stacklevel=3)
+    warnings.warn(f"compare: {text}", stacklevel=4)
     return [text]
 
 
