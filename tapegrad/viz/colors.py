@@ -1,0 +1,46 @@
+"""The gradient overlay's colour scale: gradient norms on a log scale, binned into a sequential palette."""
+import math
+
+# ColorBrewer YlOrRd: pale = vanished, dark red = large.
+PALETTE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026")
+NO_GRAD = "#ffffff"
+_DARK = 6            # bins from here on get white text
+
+
+class LogScale:
+    """Maps a gradient norm to a palette bin by log10, spanning the smallest to the largest nonzero norm."""
+
+    def __init__(self, norms):
+        logs = [math.log10(n) for n in norms if n > 0]
+        self.lo = min(logs, default=0.0)
+        self.hi = max(logs, default=0.0)
+        if self.hi - self.lo < 1e-9:
+            self.lo -= 0.5
+            self.hi += 0.5
+
+    def bin(self, norm):
+        if norm <= 0:
+            return 0
+        x = (math.log10(norm) - self.lo) / (self.hi - self.lo)
+        return min(len(PALETTE) - 1, max(0, int(x * len(PALETTE))))
+
+    def color(self, norm):
+        return PALETTE[self.bin(norm)]
+
+    def font_color(self, norm):
+        return "white" if self.bin(norm) >= _DARK else "black"
+
+    def legend(self):
+        """An HTML-like Graphviz label: the palette with its log-scale range and the no-gradient swatch."""
+        mid = (self.lo + self.hi) / 2
+        swatches = "".join(f'<TD BGCOLOR="{c}" WIDTH="22" HEIGHT="16"></TD>' for c in PALETTE)
+        ticks = "".join(f'<TD COLSPAN="3" ALIGN="{a}">{_power(v)}</TD>'
+                        for a, v in (("LEFT", self.lo), ("CENTER", mid), ("RIGHT", self.hi)))
+        return (f'<<TABLE BORDER="1" COLOR="#999999" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">'
+                f'<TR><TD COLSPAN="9"><B>‖∂L/∂·‖ (log scale)</B></TD></TR>'
+                f'<TR>{swatches}</TR><TR>{ticks}</TR>'
+                f'<TR><TD COLSPAN="9" ALIGN="LEFT">white: no gradient kept</TD></TR></TABLE>>')
+
+
+def _power(log10_value):
+    return f"1e{round(log10_value):+d}" if abs(log10_value - round(log10_value)) < 0.05 else f"{10 ** log10_value:.1e}"

@@ -1,0 +1,184 @@
+"""Drawing: a Picture as a `graphviz.Digraph`, with the styles that make it readable on a slide."""
+from html import escape
+
+from .colors import NO_GRAD, LogScale
+from .graph import extract
+from .layout import rows, sources_and_sinks, timeline
+from .views import build
+
+FONT = "Helvetica"
+STATE = "#1f4e8c"          # the chain through time
+PARAM = "#b9770e"          # shared weights
+STYLE = {                  # kind -> node attributes
+    "op": dict(shape="box", style="rounded,filled", fillcolor="#eef3fb", color="#4a6fa5"),
+    "param": dict(shape="box", style="filled", fillcolor="#fdebd0", color=PARAM, penwidth="1.5"),
+    "input": dict(shape="box", style="rounded,filled", fillcolor="#e6f4e4", color="#4c8c3a"),
+    "cell": dict(shape="box", style="rounded,filled", fillcolor="#d6e4f5", color=STATE, penwidth="2",
+                 fontsize="18", margin="0.25,0.12"),
+    "elided": dict(shape="box", style="rounded,dashed", color="#777777", fontsize="16"),
+}
+# the way time runs -> (Graphviz rankdir, timeline reversed, ports a state edge leaves and enters by)
+TIME = {"LR": ("BT", False, ("e", "w")), "RL": ("BT", True, ("w", "e")),
+        "TB": ("LR", False, ("s", "n")), "BT": ("LR", True, ("n", "s"))}
+EDGE = {
+    "state": dict(color=STATE, fontcolor=STATE, penwidth="2.5", constraint="false", fontsize="14"),
+    "param": dict(color=PARAM, penwidth="1", arrowsize="0.6", constraint="false"),
+    "data": dict(color="#555555"),
+}
+
+
+def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True, show_grads=False, rankdir="LR"):
+    """The BPTT picture of a Tensor (what it depends on) or a Tape, as a `graphviz.Digraph`.
+
+    view: "unrolled" (one cluster per time step) or "rolled" (each cell once, state as a self-edge ×T).
+    detail: "ops" (every primitive) or "cells" (one box per cell call and step).
+    max_steps: keep the first and last steps of longer sequences, elide the middle into one box.
+    show_grads: after backward, colour nodes and state edges by ‖gradient‖ on a log scale.
+    rankdir: the way time runs: "LR" (default), "RL", "TB" or "BT"; inside a step values flow
+    upward (LR, RL) or rightward (TB, BT).
+    """
+    import graphviz
+
+    if rankdir not in TIME:
+        raise ValueError(f"draw: rankdir must be one of {tuple(TIME)}, got {rankdir!r}")
+    if show_grads and view == "rolled":
+        raise ValueError("draw: show_grads needs view='unrolled' (the rolled view merges the time steps)")
+    picture = build(extract(target), view, detail, max_steps)
+    scale = _scale(picture) if show_grads else None
+    g = graphviz.Digraph(graph_attr=dict(rankdir=TIME[rankdir][0], newrank="true", fontname=FONT, fontsize="16",
+                                         labelloc="b" if TIME[rankdir][0] == "BT" else "t",
+                                         nodesep="0.25", ranksep="0.3", pad="0.2"),
+                         node_attr=dict(fontname=FONT, fontsize="14"),
+                         edge_attr=dict(fontname=FONT, fontsize="12", arrowsize="0.8"))
+    style = _Style(show_shapes, scale, TIME[rankdir][2], picture.runs)
+    clustered = _by_cluster(picture.boxes)
+    with g.subgraph() as s:                     # parameters: a row of their own, below everything
+        s.attr(rank="min")
+        for box in clustered.get(None, ()):
+            if box.kind == "param":
+                style.node(s, box)
+    for box in clustered.get(None, ()):
+        if box.kind != "param":
+            style.node(g, box)
+    if picture.view == "rolled":
+        for run in picture.runs:
+            _rolled(g, picture, run, clustered, style)
+    else:
+        _unrolled(g, picture, clustered, style, TIME[rankdir][1])
+    for arrow in picture.arrows:
+        style.edge(g, arrow, picture.detail)
+    if scale is not None:
+        g.node("legend", label=scale.legend(), shape="plain")
+    return g
+
+
+def _unrolled(g, picture, clustered, style, backward):
+    """Step clusters on their timelines, runs in rows, held in place by invisible anchors.
+
+    Below each step sits an anchor; a row's anchors share a rank and are chained by flat edges, which
+    Graphviz keeps in order, and each anchor holds up the step above it: so the steps line up in time
+    order. A row above another stands on the tops of the steps below it.
+    """
+    slots = timeline(picture, clustered)
+    has_in, has_out = sources_and_sinks(picture.arrows)
+    several = len(picture.runs) > 1
+    below = None
+    for row in rows(picture, slots):
+        line = [slot for index in row for slot in slots[index]]
+        for index in row:
+            for i, slot in enumerate(slots[index]):
+                with g.subgraph(name=f"cluster_{slot.anchor}") as s:
+                    if slot.step is None:
+                        s.attr(label="", style="invis")
+                    else:
+                        label = f"t = {slot.step}"
+                        if several and i == 0:
+                            label = f"{picture.runs[index].label}:  {label}"
+                        s.attr(label=label, style="rounded,filled", fillcolor="#f6f6f6", color="#b0b0b0")
+                    for box in slot.boxes:
+                        style.node(s, box)
+        with g.subgraph() as s:
+            s.attr(rank="same")
+            for slot in line:
+                s.node(slot.anchor, style="invis", shape="point", width="0", height="0", label="")
+        order = line[::-1] if backward else line
+        for a, b in zip(order, order[1:]):
+            g.edge(a.anchor, b.anchor, style="invis")
+        for slot in line:
+            for box in slot.boxes:
+                if box not in has_in:
+                    g.edge(slot.anchor, box.id, style="invis")
+        for slot in below or ():
+            for box in slot.boxes:
+                if box not in has_out:
+                    g.edge(box.id, order[0].anchor, style="invis")
+        below = line
+
+
+def _rolled(g, picture, run, clustered, style):
+    """A run's cell once, in a cluster labelled with the steps it stands for."""
+    with g.subgraph(name=f"cluster_r{run.index}") as c:
+        span = f"t = {run.steps[0]} … {run.steps[-1]}"
+        c.attr(label=f"{run.label}   {span}" if len(picture.runs) > 1 else span, style="rounded,filled",
+               color="#888888", fillcolor="#f6f6f6")
+        for box in clustered.get((run.index, None), ()):
+            style.node(c, box)
+
+
+def _scale(picture):
+    norms = [b.grad for b in picture.boxes if b.grad is not None]
+    norms += [a.grad for a in picture.arrows if a.grad is not None]
+    if not norms:
+        raise ValueError("draw: show_grads=True but no gradient was found; call backward first, inside "
+                         "`with tapegrad.Tape(retain_grads=True):` to keep the gradients of intermediate values")
+    return LogScale(norms)
+
+
+def _by_cluster(boxes):
+    clustered = {}
+    for box in boxes:
+        clustered.setdefault(box.cluster, []).append(box)
+    return clustered
+
+
+class _Style:
+    """Node and edge attributes: by kind, plus the gradient colours when there is a scale."""
+
+    def __init__(self, show_shapes, scale, ports, runs):
+        self.show_shapes, self.scale, self.ports, self.runs = show_shapes, scale, ports, runs
+
+    def node(self, g, box):
+        attrs = dict(STYLE[box.kind])
+        if box.is_target:
+            attrs["peripheries"] = "2"
+        if self.scale is not None and box.kind != "elided":
+            if box.grad is None:
+                attrs.update(fillcolor=NO_GRAD, color="#999999")
+            else:
+                attrs.update(fillcolor=self.scale.color(box.grad), fontcolor=self.scale.font_color(box.grad))
+        g.node(box.id, label=self.label(box), **attrs)
+
+    def label(self, box):
+        title = escape(box.title)
+        if box.kind in ("param", "cell"):
+            title = f"<B>{title}</B>"
+        if self.show_shapes and box.shape is not None:
+            title += f'<BR/><FONT POINT-SIZE="11">{escape(_shape(box.shape))}</FONT>'
+        return f"<{title}>"
+
+    def edge(self, g, arrow, detail):
+        attrs = dict(EDGE[arrow.kind])
+        if arrow.label:
+            shape = self.show_shapes and detail == "cells" and arrow.shape is not None
+            attrs["label"] = arrow.label + (" " + _shape(arrow.shape) if shape else "")
+        if self.scale is not None and arrow.kind == "state" and arrow.grad is not None:
+            attrs["color"] = attrs["fontcolor"] = self.scale.color(arrow.grad)
+            attrs["penwidth"] = "3.5"
+        if arrow.kind == "state" and arrow.src is not arrow.dst:     # leave towards the next step, enter from the last
+            out, into = self.ports[::-1] if self.runs[arrow.src.cluster[0]].reverse else self.ports
+            attrs.update(tailport=out, headport=into)
+        g.edge(arrow.src.id, arrow.dst.id, **attrs)
+
+
+def _shape(shape):
+    return f"({shape[0]},)" if len(shape) == 1 else "(" + ", ".join(str(n) for n in shape) + ")"

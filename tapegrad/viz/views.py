@@ -1,0 +1,134 @@
+"""What is drawn: the graph unrolled or rolled, at op or cell detail, with middle steps elided.
+
+Every view maps each graph node to a drawn box (or drops it): the identity for the unrolled op view,
+one box per cell call and step for `detail="cells"`, one box for all elided steps of a run, one box
+per position in the step for the rolled view. Edges follow the map; duplicates merge, and state
+edges that the rolled view folds onto themselves become the recurrent self-edge.
+"""
+SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+class Box:
+    """A drawn node. kind: "op", "param", "input", "cell" or "elided"; cluster: (run, step), (run, None) or None."""
+    __slots__ = ("id", "kind", "title", "shape", "cluster", "grad", "is_target")
+
+    def __init__(self, id, kind, title, shape, cluster, grad=None, is_target=False):
+        self.id, self.kind, self.title, self.shape = id, kind, title, shape
+        self.cluster, self.grad, self.is_target = cluster, grad, is_target
+
+
+class Arrow:
+    """A drawn edge. kind: "state", "param" or "data"; grad: ‖∂L/∂value‖ for state edges."""
+    __slots__ = ("src", "dst", "kind", "label", "shape", "grad")
+
+    def __init__(self, src, dst, kind, label=None, shape=None, grad=None):
+        self.src, self.dst, self.kind, self.label, self.shape, self.grad = src, dst, kind, label, shape, grad
+
+
+class Picture:
+    """Boxes and arrows in a stable order, plus the runs they are grouped by."""
+
+    def __init__(self, boxes, arrows, runs, view, detail):
+        self.boxes, self.arrows, self.runs, self.view, self.detail = boxes, arrows, runs, view, detail
+
+
+def build(graph, view="unrolled", detail="ops", max_steps=None):
+    """The Picture of `graph` for one view ("unrolled" | "rolled") and detail ("ops" | "cells")."""
+    if view not in ("unrolled", "rolled"):
+        raise ValueError(f"draw: view must be 'unrolled' or 'rolled', got {view!r}")
+    if detail not in ("ops", "cells"):
+        raise ValueError(f"draw: detail must be 'ops' or 'cells', got {detail!r}")
+    elided = _elided(graph.runs, max_steps) if view == "unrolled" else {}
+    boxes, where = {}, {}
+    for node in graph.nodes:
+        box = _box(node, graph, view, detail, elided)
+        if box is not None:
+            box = boxes.setdefault(box.id, box)
+            box.is_target = box.is_target or node is graph.target
+        where[node] = box
+    arrows = _arrows(graph, where, view)
+    _cell_grads(graph, where)
+    return Picture(list(boxes.values()), arrows, graph.runs, view, detail)
+
+
+def _elided(runs, max_steps):
+    """run -> the set of steps drawn as one `…` box: all but the first and last when a run is too long."""
+    if max_steps is None:
+        return {}
+    if max_steps < 2:
+        raise ValueError(f"draw: max_steps must be at least 2 (the first and last step), got {max_steps}")
+    head, tail = (max_steps + 1) // 2, max_steps // 2
+    return {run.index: set(run.steps[head:len(run.steps) - tail]) for run in runs if len(run.steps) > max_steps}
+
+
+def _box(node, graph, view, detail, elided):
+    """The box `node` is drawn in, or None to leave it out."""
+    run = node.run
+    if node.placed and node.step in elided.get(run, ()):
+        if node.kind == "input":
+            return None
+        n = len(elided[run])
+        return Box(f"e{run}", "elided", f"… ({n} step{'s' * (n > 1)})", None, (run, None))
+    cell = detail == "cells" and node.kind == "op" and node.unit
+    if view == "rolled" and node.placed:
+        if cell:
+            return Box(f"u{run}_{_slug(node.unit)}", "cell", _unit_title(node, graph), None, (run, None))
+        title = node.name + "ₜ" if node.kind == "input" and node.name else _title(node)
+        return Box(f"k{run}_{_slug(node.key)}", node.kind, title, node.shape, (run, None), None)
+    if cell:
+        where = f"{run}_{node.step}_" if node.placed else "_"
+        cluster = (run, node.step) if node.placed else None
+        return Box(f"u{where}{_slug(node.unit)}", "cell", _unit_title(node, graph), None, cluster)
+    cluster = (run, node.step) if node.placed else None
+    title = _title(node)
+    if node.kind == "input" and node.placed and node.name and not node.name[-1].isdigit():
+        title += str(node.step).translate(SUBSCRIPTS)
+    return Box(node.id, node.kind, title, node.shape, cluster, node.grad)
+
+
+def _title(node):
+    if node.kind == "op":
+        return f"{node.name} = {node.op}" if node.name else node.op
+    return node.name or node.op or node.kind
+
+
+def _unit_title(node, graph):
+    """A cell box's name: its module path below the run's path (the last name if they are equal)."""
+    outer = graph.runs[node.run].path if node.placed else ""
+    if outer and node.unit.startswith(outer + "."):
+        return node.unit[len(outer) + 1:]
+    return node.unit.rsplit(".", 1)[-1] if node.unit == outer else node.unit
+
+
+def _slug(value):
+    text = ".".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def _arrows(graph, where, view):
+    """Edges between boxes; duplicates merge (state edges stay one per state value)."""
+    arrows = {}
+    for e in graph.edges:
+        src, dst = where[e.src], where[e.dst]
+        if src is None or dst is None or (src is dst and not (e.kind == "state" and view == "rolled")):
+            continue
+        key = (src.id, dst.id, e.src.key if e.kind == "state" else None)
+        if key in arrows:
+            continue
+        if e.kind == "state":
+            run = graph.runs[e.src.run]
+            label = run.states[e.src.key]
+            if view == "rolled":
+                label += f" ×{len(run.steps)}"
+            arrows[key] = Arrow(src, dst, "state", label, e.src.shape, e.src.grad)
+        else:
+            arrows[key] = Arrow(src, dst, e.kind)
+    return list(arrows.values())
+
+
+def _cell_grads(graph, where):
+    """A cell box shows the largest gradient among the values leaving it (its h_t, c_t)."""
+    for e in graph.edges:
+        src = where[e.src]
+        if src is not None and src.kind == "cell" and where[e.dst] is not src and e.src.grad is not None:
+            src.grad = max(src.grad or 0.0, e.src.grad)
