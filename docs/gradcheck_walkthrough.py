@@ -106,7 +106,11 @@ def relu_loss():
     return (tg.relu(x @ W + bias) * np.array([2.0, 3.0])).sum() + 0.5 * (W * W).sum()
 
 
-print(check.compare(relu_loss, {"W": W}))
+relu_report = check.compare(relu_loss, {"W": W})
+print(relu_report)
+row = relu_report["W"]
+print(f"flagged entries {[tuple(map(int, i)) for i in np.argwhere(row.kinked)]}: "
+      f"fd {np.round(row.fd[row.kinked], 6).tolist()}, tape {np.round(row.tape[row.kinked], 6).tolist()}")
 
 # -- 5. Your own primitive -------------------------------------------------------------------------------
 section("5. A hand-fused Elman cell as a primitive")
