@@ -1,6 +1,6 @@
 """What the ANNT-seed examples (sequence_memory, time_series, digits_rows, city_names) share: the seed's network
-shape (recurrent layers, then a fully connected layer on every step's output), shuffled mini-batches, and
-writing and checking the results.
+shape (recurrent layers, then a fully connected layer on every step's output), shuffled mini-batches, drawing
+the tape, and writing and checking the results.
 """
 import sys
 
@@ -44,6 +44,17 @@ def batches(n, batch_size, rng):
     """Index arrays of a shuffled pass over n samples, `batch_size` at a time (the last batch may be smaller)."""
     order = rng.permutation(n)
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def save_graph(loss, path, **options):
+    """Draw the tape behind `loss` with tapegrad.viz (rolled view unless `options` say otherwise) to `path`;
+    returns the path, or None with a note when Graphviz is not installed."""
+    try:
+        from tapegrad import viz
+        return viz.render(loss, path, **{"view": "rolled", **options})
+    except (ImportError, RuntimeError) as e:
+        print(f"graph not drawn: {e}", file=sys.stderr)
+        return None
 
 
 def finish(args, results, checks):

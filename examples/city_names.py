@@ -137,7 +137,7 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=60, help="GRU size (seed: 60)")
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (seed: 0.001)")
     parser.add_argument("--batch", type=int, default=48, help="batch size (seed: 48)")
-    parser.add_argument("--epochs", type=int, default=100, help="training epochs (seed: 20)")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs (default 100; seed: 20)")
     parser.add_argument("--generate", type=int, default=50, help="names generated after training (seed: 50)")
     parser.add_argument("--start", type=int, default=1, help="random letters each generated name starts with")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")

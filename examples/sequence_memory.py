@@ -20,7 +20,9 @@ update per epoch). The cost printed is the mean per sample, as the seed prints i
 
 Result: "Produced sequence" is the first digit followed by the network's argmax at each of the 10 steps,
 fed the true digits (the seed's ShowPredictedSequences); a sequence is Good when all ten match. The seed
-reaches 10/10 (basic RNN shown).
+reaches 10/10 (basic RNN shown). The full run takes seconds, so --quick is the same run, asserting 10/10.
+Outputs: cost_<cell>.csv/.png, graph_<cell>.svg (the tape of the last epoch, rolled: the cell once, its
+state as a self-edge x10; needs Graphviz), results.json.
 """
 import numpy as np
 
@@ -28,7 +30,7 @@ import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
 
-from annt_shared import RecurrentNet, finish
+from annt_shared import RecurrentNet, finish, save_graph
 from common import example_parser, out_dir, plot_lines, write_csv
 
 SEQUENCES = np.array([[d, 0, 1, 2, 3, 4, 5, 6, 7, 8, d] for d in (1, 2, 3, 4, 5)]
@@ -87,6 +89,7 @@ def main(argv=None):
     write_csv(out / f"cost_{args.cell}.csv", {"epoch": np.arange(1, args.epochs + 1), "cost": costs})
     plot_lines(out / f"cost_{args.cell}.png", {f"{args.cell} cost": costs}, title="sequence memory",
                xlabel="epoch", ylabel="cross-entropy per sample", logy=True)
+    save_graph(loss, out / f"graph_{args.cell}.svg")
     results = {"cell": args.cell, "good": good, "good_before": good_before, "sequences": len(SEQUENCES),
                "first_cost": costs[0], "final_cost": costs[-1], "epochs": args.epochs, "lr": args.lr}
     return finish(args, results, [(good == len(SEQUENCES), f"{args.cell}: only {good}/10 sequences reproduced")])

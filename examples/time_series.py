@@ -17,7 +17,8 @@ the training values one by one, each output being its fit of the next value; the
 fed the last training value and predicts the held-out values recursively, each prediction becoming the next
 input. Reported: the RMSE on the held-out values beside a naive baseline that repeats the last training
 value. Data: 200 values of a built-in noisy sum of two sines (the seed's own series are not bundled), or
-`--csv FILE --column NAME_OR_INDEX`. --quick: 300 epochs.
+`--csv FILE --column NAME_OR_INDEX`. --quick: 300 epochs. Also written: prediction.png, loss.csv, graph.svg
+(the tape of the last epoch, rolled; needs Graphviz), results.json.
 """
 import csv
 
@@ -27,7 +28,7 @@ import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import SGD
 
-from annt_shared import RecurrentNet, finish
+from annt_shared import RecurrentNet, finish, save_graph
 from common import example_parser, out_dir, plot_lines, write_csv
 
 
@@ -130,6 +131,7 @@ def main(argv=None):
                                         "prediction": np.r_[nan[:len(train)], pred]},
                title="GRU time-series prediction", xlabel="index")
     write_csv(out / "loss.csv", {"epoch": np.arange(1, args.epochs + 1), "mse_standardised": losses})
+    save_graph(loss, out / "graph.svg")
     results = {"heldout_rmse": rmse, "naive_rmse": naive, "fit_rmse": fit_rmse, "final_loss": losses[-1],
                "values": len(series), "sequences": len(inputs), "epochs": args.epochs, "hidden": args.hidden}
     return finish(args, results, [(rmse < naive, f"held-out RMSE {rmse:.4f} does not beat the naive {naive:.4f}")])
