@@ -3,7 +3,7 @@ from html import escape
 
 from .colors import NO_GRAD, LogScale
 from .graph import extract
-from .layout import rows, sources_and_sinks, timeline
+from .layout import aligned, elided_height, rows, sources_and_sinks, timeline
 from .views import build
 
 FONT = "Helvetica"
@@ -17,9 +17,7 @@ STYLE = {                  # kind -> node attributes
                  fontsize="18", margin="0.25,0.12"),
     "elided": dict(shape="box", style="rounded,dashed", color="#777777", fontsize="16"),
 }
-# the way time runs -> (Graphviz rankdir, timeline reversed, ports a state edge leaves and enters by)
-TIME = {"LR": ("BT", False, ("e", "w")), "RL": ("BT", True, ("w", "e")),
-        "TB": ("LR", False, ("s", "n")), "BT": ("LR", True, ("n", "s"))}
+TIME = {"LR": ("BT", False), "RL": ("BT", True), "TB": ("LR", False), "BT": ("LR", True)}  # -> (rankdir, reversed)
 EDGE = {
     "state": dict(color=STATE, fontcolor=STATE, penwidth="2.5", constraint="false", fontsize="14"),
     "param": dict(color=PARAM, penwidth="1", arrowsize="0.6", constraint="false"),
@@ -50,7 +48,7 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
                                          nodesep="0.25", ranksep="0.3", pad="0.2"),
                          node_attr=dict(fontname=FONT, fontsize="14"),
                          edge_attr=dict(fontname=FONT, fontsize="12", arrowsize="0.8"))
-    style = _Style(show_shapes, scale, TIME[rankdir][2], picture.runs)
+    style = _Style(show_shapes, scale, detail == "ops")
     clustered = _by_cluster(picture.boxes)
     with g.subgraph() as s:                     # parameters: a row of their own, below everything
         s.attr(rank="min")
@@ -81,9 +79,10 @@ def _unrolled(g, picture, clustered, style, backward):
     """
     slots = timeline(picture, clustered)
     has_in, has_out = sources_and_sinks(picture.arrows)
+    heights = elided_height(picture)
     several = len(picture.runs) > 1
     below = None
-    for row in rows(picture, slots):
+    for row in rows(picture.runs):
         line = [slot for index in row for slot in slots[index]]
         for index in row:
             for i, slot in enumerate(slots[index]):
@@ -107,12 +106,17 @@ def _unrolled(g, picture, clustered, style, backward):
         for slot in line:
             for box in slot.boxes:
                 if box not in has_in:
-                    g.edge(slot.anchor, box.id, style="invis")
+                    g.edge(slot.anchor, box.id, style="invis", minlen=str(heights.get(box, 1)))
         for slot in below or ():
             for box in slot.boxes:
                 if box not in has_out:
                     g.edge(box.id, order[0].anchor, style="invis")
         below = line
+    for group in aligned(picture):
+        with g.subgraph() as s:
+            s.attr(rank="same")
+            for box in group:
+                s.node(box.id)
 
 
 def _rolled(g, picture, run, clustered, style):
@@ -144,8 +148,8 @@ def _by_cluster(boxes):
 class _Style:
     """Node and edge attributes: by kind, plus the gradient colours when there is a scale."""
 
-    def __init__(self, show_shapes, scale, ports, runs):
-        self.show_shapes, self.scale, self.ports, self.runs = show_shapes, scale, ports, runs
+    def __init__(self, show_shapes, scale, reverse_state):
+        self.show_shapes, self.scale, self.reverse_state = show_shapes, scale, reverse_state
 
     def node(self, g, box):
         attrs = dict(STYLE[box.kind])
@@ -164,6 +168,9 @@ class _Style:
             title = f"<B>{title}</B>"
         if self.show_shapes and box.shape is not None:
             title += f'<BR/><FONT POINT-SIZE="11">{escape(_shape(box.shape))}</FONT>'
+        for name, shape in box.rows:
+            title += f'<BR/><FONT POINT-SIZE="12">{escape(name)}'
+            title += f" {escape(_shape(shape))}</FONT>" if self.show_shapes else "</FONT>"
         return f"<{title}>"
 
     def edge(self, g, arrow, detail):
@@ -174,10 +181,14 @@ class _Style:
         if self.scale is not None and arrow.kind == "state" and arrow.grad is not None:
             attrs["color"] = attrs["fontcolor"] = self.scale.color(arrow.grad)
             attrs["penwidth"] = "3.5"
-        if arrow.kind == "state" and arrow.src is not arrow.dst:     # leave towards the next step, enter from the last
-            out, into = self.ports[::-1] if self.runs[arrow.src.cluster[0]].reverse else self.ports
-            attrs.update(tailport=out, headport=into)
-        g.edge(arrow.src.id, arrow.dst.id, **attrs)
+        if (self.reverse_state and arrow.kind == "state" and arrow.src is not arrow.dst
+                and "elided" not in (arrow.src.kind, arrow.dst.kind)):
+            # h_t leaves the top of its step for the bottom of the next: laid out as an edge from the
+            # consumer up to the producer (drawn pointing back), which Graphviz routes between the steps
+            attrs.update(constraint="true", dir="back")
+            g.edge(arrow.dst.id, arrow.src.id, **attrs)
+        else:
+            g.edge(arrow.src.id, arrow.dst.id, **attrs)
 
 
 def _shape(shape):

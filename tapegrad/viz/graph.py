@@ -45,10 +45,8 @@ class Run:
         self.steps = []
         self.reverse = False             # state flows from step k+1 to step k (a backward direction)
         self.states = {}                 # key of a state-producing op -> name ("h", "c", ...)
-
-    @property
-    def label(self):
-        return self.path or f"sequence {self.index}"
+        self.label = path                # what the picture calls it
+        self.follows = None              # the run whose final state this one starts from (encoder -> decoder)
 
 
 class Graph:
@@ -143,18 +141,26 @@ def _place(records, node_of):
     for ts, recs in blocks.items():
         run = _run_for(ts, recs, runs, current, node_of)
         for rec in recs:
+            node_of[rec].run, node_of[rec].step = run.index, ts.t
+    nested = {n.run for rec in blocks.values() for r in rec for n in [node_of[r]]
+              if r.scope.path != runs[n.run].path}
+    for recs in blocks.values():
+        for rec in recs:
             node = node_of[rec]
-            node.run, node.step, node.unit = run.index, ts.t, _unit(rec.scope.path, run.path)
+            outer = runs[node.run].path
+            node.unit = _unit(rec.scope.path, outer) if rec.scope.path != outer or node.run not in nested else ""
     for rec in records:                      # ops outside time join the one step all their inputs come from
         node = node_of[rec]
         if not node.placed:
-            node.run, node.step = _common_step(node_of.get(p) for p in rec.parents)
+            node.run, node.step = _common_step(node_of[p] for p in rec.parents if isinstance(p, Record))
             node.unit = _unit(rec.scope.path if rec.scope else "", "")
     for node in node_of.values():
         if node.kind == "input" and not node.placed:
-            node.run, node.step = _common_step(node.consumers)
+            node.run, node.step = _common_step(node.consumers, first=True)
     for run in runs:
         run.steps.sort()
+        run.label = run.path
+    _label_runs(runs, node_of)
     _key_nodes(node_of.values())
     return runs
 
@@ -182,13 +188,17 @@ def _at(node, run, step):
     return node is not None and node.run == run and node.step == step
 
 
-def _common_step(nodes):
-    """(run, step) shared by all `nodes` (None entries are constants), or (None, None)."""
-    places = {(n.run, n.step) for n in nodes if n is not None}
-    if len(places) == 1:
-        (place,) = places
-        if place[1] is not None:
-            return place
+def _common_step(nodes, first=False):
+    """(run, step) of the one time step all `nodes` are at, else (None, None).
+
+    Nodes at the same t of different runs (the two directions of a bidirectional layer) count as one
+    step: of the last run (an output joins the upper row) or, with `first`, of the first (an input
+    joins the lower row).
+    """
+    places = {(n.run, n.step) for n in nodes}
+    steps = {step for _, step in places}
+    if len(steps) == 1 and None not in steps:
+        return (min if first else max)(places)
     return None, None
 
 
@@ -204,6 +214,15 @@ def _unit(path, outer):
     return prefix + ".".join(rest[:depth])
 
 
+def _label_runs(runs, node_of):
+    """A run is labelled by its module path; runs sharing one are told apart by the cell they call."""
+    paths = [run.path for run in runs]
+    for node in node_of.values():
+        run = runs[node.run] if node.kind == "op" and node.placed else None
+        if run is not None and paths.count(run.path) > 1 and node.unit and run.label == run.path:
+            run.label = node.unit
+
+
 def _key_nodes(nodes):
     """Give each placed node a key naming its position inside its step (unit, op or name, ordinal)."""
     counts = {}
@@ -216,7 +235,17 @@ def _key_nodes(nodes):
 
 
 def _mark_states(edges, runs):
-    """Edges between steps of one run carry state; name the state values and find each run's direction."""
+    """Mark the edges that carry state and name the state values.
+
+    State flows between steps of one run (h_t-1 into step t; a value from another module of the step
+    fed back, like a decoder's output, is named y), and from a run's final step into the first step
+    of a run that takes nothing else from it (an encoder's state handed to its decoder).
+    """
+    into = {}
+    for e in edges:
+        s, d = e.src, e.dst
+        if s.kind == "op" and s.placed and d.placed and s.run != d.run:
+            into.setdefault((s.run, d.run), []).append(e)
     for e in edges:                           # edges come in the order their consumers were recorded
         s, d = e.src, e.dst
         if s.kind == "op" and s.placed and d.placed and s.run == d.run and s.step != d.step:
@@ -224,8 +253,19 @@ def _mark_states(edges, runs):
             run = runs[s.run]
             run.reverse = d.step < s.step
             if s.key not in run.states:
-                run.states[s.key] = s.name or _default_state_name(len(run.states))
+                names = run.states.values()
+                run.states[s.key] = s.name or (_fresh("h", "c", names) if s.unit == d.unit else _fresh("y", "y", names))
+    for (a, b), es in sorted(into.items()):
+        last = runs[a].steps[0 if runs[a].reverse else -1]
+        first = runs[b].steps[-1 if runs[b].reverse else 0]
+        if runs[b].follows is None and all(e.src.step == last and e.dst.step == first for e in es):
+            runs[b].follows = a
+            for e in es:
+                e.kind = "state"
 
 
-def _default_state_name(i):
-    return ("h", "c")[i] if i < 2 else f"s{i}"
+def _fresh(first, second, taken):
+    """`first`, else `second`, else `first` numbered: a state name not yet used in the run."""
+    for name in (first, second) + tuple(f"{first}{i}" for i in range(1, 100)):
+        if name not in taken:
+            return name

@@ -1,11 +1,11 @@
 """Where things go: time steps side by side in time order, sequences in rows, parameters in a row of their own.
 
-Inside a step values flow across the ranks (bottom to top for a left-to-right timeline); state edges
-do not constrain ranks, so every step of a run spans the same ranks and the steps line up. Invisible
-anchors, one per step at its bottom, are chained by flat edges: that fixes the time order. A run
-whose only input from an earlier run is that run's final state (a decoder after its encoder)
-continues the earlier run's row; any other run (a second layer, a backward direction) gets a row
-above the rows before it.
+Inside a step values flow across the ranks (bottom to top for a left-to-right timeline); state and
+parameter edges do not constrain ranks, and the boxes playing the same part at every step share a
+rank, so the steps of a run line up. Invisible anchors, one per step at its bottom, are chained by
+flat edges: that fixes the time order. A run that starts from another's final state (a decoder after
+its encoder) continues that run's row; any other run (a second layer, a backward direction) gets a
+row above the rows before it.
 """
 
 
@@ -32,27 +32,56 @@ def timeline(picture, clustered):
     return slots
 
 
-def rows(picture, slots):
-    """Runs grouped into rows: a run that only takes the final state of the run before continues its row."""
-    feeds = {}
-    for a in picture.arrows:
-        s, d = a.src.cluster, a.dst.cluster
-        if s is not None and d is not None and s[0] != d[0]:
-            feeds.setdefault(d[0], set()).add(s)
+def rows(runs):
+    """Run indices grouped into rows: a run that starts from another's final state continues its row."""
     out, row_of = [], {}
-    for run in picture.runs:
-        sources = feeds.get(run.index, set())
-        earlier = {r for r, _ in sources}
-        if len(earlier) == 1:
-            (prev,) = earlier
-            last = slots[prev][-1].step if slots[prev] else None
-            if not picture.runs[prev].reverse and sources == {(prev, last)} and prev in row_of:
-                row_of[run.index] = row_of[prev]
-                out[row_of[prev]].append(run.index)
-                continue
-        row_of[run.index] = len(out)
-        out.append([run.index])
+    for run in runs:
+        if run.follows is not None:
+            row_of[run.index] = row_of[run.follows]
+            out[row_of[run.index]].append(run.index)
+        else:
+            row_of[run.index] = len(out)
+            out.append([run.index])
     return out
+
+
+def aligned(picture):
+    """Groups of boxes to share a rank: the boxes playing the same part at every step of a run.
+
+    At cell detail the elided box joins the cells its state flows into (at op detail Graphviz cannot
+    rank it with them, see `elided_height`).
+    """
+    groups = {}
+    for box in picture.boxes:
+        if box.key is not None and box.cluster is not None and box.cluster[1] is not None:
+            groups.setdefault((box.cluster[0], box.key), []).append(box)
+    if picture.detail == "cells":
+        for a in picture.arrows:
+            if a.kind == "state" and a.src.kind == "elided" and a.dst.key is not None:
+                group = groups[(a.dst.cluster[0], a.dst.key)]
+                if a.src not in group:
+                    group.append(a.src)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def elided_height(picture):
+    """Ranks between a run's anchors and its elided box at op detail: the height, in its step, of the
+    op the state leaving the elided box flows into, so that the chain runs through the box level."""
+    if picture.detail != "ops":
+        return {}
+    inside = {}
+    for a in picture.arrows:
+        if a.kind != "state" and a.src.cluster == a.dst.cluster and a.src is not a.dst:
+            inside.setdefault(a.dst, []).append(a.src)
+    height = {}
+
+    def up(box):                          # longest path from the bottom of its step
+        if box not in height:
+            height[box] = 0
+            height[box] = 1 + max((up(b) for b in inside.get(box, ())), default=0)
+        return height[box]
+
+    return {a.src: up(a.dst) for a in picture.arrows if a.kind == "state" and a.src.kind == "elided"}
 
 
 def sources_and_sinks(arrows):

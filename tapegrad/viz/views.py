@@ -9,12 +9,18 @@ SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 
 class Box:
-    """A drawn node. kind: "op", "param", "input", "cell" or "elided"; cluster: (run, step), (run, None) or None."""
-    __slots__ = ("id", "kind", "title", "shape", "cluster", "grad", "is_target")
+    """A drawn node. kind: "op", "param", "input", "cell" or "elided"; cluster: (run, step), (run, None) or None.
 
-    def __init__(self, id, kind, title, shape, cluster, grad=None, is_target=False):
+    key: the box's place inside its step, shared by the boxes that play the same part at every step.
+    rows: for a box standing for several parameters, their (name, shape).
+    """
+    __slots__ = ("id", "kind", "title", "shape", "cluster", "grad", "is_target", "key", "rows")
+
+    def __init__(self, id, kind, title, shape, cluster, grad=None, key=None):
         self.id, self.kind, self.title, self.shape = id, kind, title, shape
-        self.cluster, self.grad, self.is_target = cluster, grad, is_target
+        self.cluster, self.grad, self.key = cluster, grad, key
+        self.is_target = False
+        self.rows = []
 
 
 class Arrow:
@@ -45,6 +51,8 @@ def build(graph, view="unrolled", detail="ops", max_steps=None):
         if box is not None:
             box = boxes.setdefault(box.id, box)
             box.is_target = box.is_target or node is graph.target
+            if box.kind == "param" and detail == "cells":
+                box.rows.append((node.name.rsplit(".", 1)[-1] if node.name else "", node.shape))
         where[node] = box
     arrows = _arrows(graph, where, view)
     _cell_grads(graph, where)
@@ -70,20 +78,23 @@ def _box(node, graph, view, detail, elided):
         n = len(elided[run])
         return Box(f"e{run}", "elided", f"… ({n} step{'s' * (n > 1)})", None, (run, None))
     cell = detail == "cells" and node.kind == "op" and node.unit
+    if detail == "cells" and node.kind == "param":          # one box per module's parameters
+        module = node.name.rsplit(".", 1)[0] if node.name and "." in node.name else node.id
+        return Box(f"p_{_slug(module)}", "param", module if node.name else _title(node), None, None)
     if view == "rolled" and node.placed:
         if cell:
             return Box(f"u{run}_{_slug(node.unit)}", "cell", _unit_title(node, graph), None, (run, None))
         title = node.name + "ₜ" if node.kind == "input" and node.name else _title(node)
-        return Box(f"k{run}_{_slug(node.key)}", node.kind, title, node.shape, (run, None), None)
+        return Box(f"k{run}_{_slug(node.key)}", node.kind, title, node.shape, (run, None))
+    cluster = (run, node.step) if node.placed else None
     if cell:
         where = f"{run}_{node.step}_" if node.placed else "_"
-        cluster = (run, node.step) if node.placed else None
-        return Box(f"u{where}{_slug(node.unit)}", "cell", _unit_title(node, graph), None, cluster)
-    cluster = (run, node.step) if node.placed else None
+        return Box(f"u{where}{_slug(node.unit)}", "cell", _unit_title(node, graph), None, cluster,
+                   key=("cell", node.unit))
     title = _title(node)
     if node.kind == "input" and node.placed and node.name and not node.name[-1].isdigit():
         title += str(node.step).translate(SUBSCRIPTS)
-    return Box(node.id, node.kind, title, node.shape, cluster, node.grad)
+    return Box(node.id, node.kind, title, node.shape, cluster, node.grad, node.key)
 
 
 def _title(node):
@@ -93,11 +104,12 @@ def _title(node):
 
 
 def _unit_title(node, graph):
-    """A cell box's name: its module path below the run's path (the last name if they are equal)."""
+    """A cell box's name: its module path below the run's path (the module's own name if they are equal)."""
     outer = graph.runs[node.run].path if node.placed else ""
     if outer and node.unit.startswith(outer + "."):
         return node.unit[len(outer) + 1:]
-    return node.unit.rsplit(".", 1)[-1] if node.unit == outer else node.unit
+    parts = node.unit.split(".")
+    return ".".join(parts[-2:]) if len(parts) > 1 and parts[-1].isdigit() else parts[-1]
 
 
 def _slug(value):
@@ -106,24 +118,30 @@ def _slug(value):
 
 
 def _arrows(graph, where, view):
-    """Edges between boxes; duplicates merge (state edges stay one per state value)."""
-    arrows = {}
+    """Edges between boxes; duplicates merge (state edges stay one per state value).
+
+    A state edge the rolled view folds onto one box becomes that box's single self-edge, naming
+    every state it carries and the number of steps: "h, c  ×8".
+    """
+    arrows, loops = {}, {}
     for e in graph.edges:
         src, dst = where[e.src], where[e.dst]
         if src is None or dst is None or (src is dst and not (e.kind == "state" and view == "rolled")):
             continue
-        key = (src.id, dst.id, e.src.key if e.kind == "state" else None)
-        if key in arrows:
+        if e.kind != "state":
+            arrows.setdefault((src.id, dst.id, None), Arrow(src, dst, e.kind))
             continue
-        if e.kind == "state":
-            run = graph.runs[e.src.run]
-            label = run.states[e.src.key]
-            if view == "rolled":
-                label += f" ×{len(run.steps)}"
-            arrows[key] = Arrow(src, dst, "state", label, e.src.shape, e.src.grad)
-        else:
-            arrows[key] = Arrow(src, dst, e.kind)
-    return list(arrows.values())
+        run = graph.runs[e.src.run]
+        name = run.states.get(e.src.key, "state")
+        if src is dst:
+            names = loops.setdefault(src, ([], len(run.steps)))[0]
+            if name not in names:
+                names.append(name)
+        elif (src.id, dst.id, e.src.key) not in arrows:
+            label = f"{name} ×{len(run.steps)}" if view == "rolled" else name
+            arrows[(src.id, dst.id, e.src.key)] = Arrow(src, dst, "state", label, e.src.shape, e.src.grad)
+    loops = [Arrow(box, box, "state", f"{', '.join(names)}  ×{steps}") for box, (names, steps) in loops.items()]
+    return list(arrows.values()) + loops
 
 
 def _cell_grads(graph, where):
