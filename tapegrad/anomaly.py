@@ -37,6 +37,11 @@ def where_recorded(rec):
     return "".join(traceback.format_list(rec.stack[-3:]))
 
 
+def recorded_at(rec):
+    """'; the op was recorded at: <frames>' when the record was made in anomaly mode, else ''."""
+    return f"; the op was recorded at:\n{where_recorded(rec)}" if rec.stack else ""
+
+
 def check_forward(rec, out):
     rec.stack = _user_frames(traceback.extract_stack())
     if out.dtype.kind in "fc" and not np.isfinite(out).all():

@@ -9,7 +9,8 @@ from heapq import heappop, heappush
 import numpy as np
 
 from . import anomaly, tape as _tape
-from .errors import GraphError
+from .errors import GraphError, TapegradError
+from .indexed import IndexedGrad
 from .op import Joint
 from .tape import Record, describe_scope
 from .tensor import Tensor, check_backward_target
@@ -98,14 +99,26 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
             out = rec.tensor()
             if out is not None:
                 _store_grad(out, g)
-        for i, parent, gi in _input_grads(rec, g, create_graph):
+        try:
+            input_grads = _input_grads(rec, g, create_graph)
+        except TapegradError:
+            raise
+        except Exception as e:
+            raise GraphError(f"backward of {rec.op} (record %{rec.index}){describe_scope(rec.scope)} failed: "
+                             f"{type(e).__name__}: {e}{anomaly.recorded_at(rec)}") from e
+        for i, parent, gi in input_grads:
             if on_edge is not None:
-                on_edge(rec, i, parent, gi)
+                on_edge(rec, i, parent, gi.dense() if type(gi) is IndexedGrad else gi)
             prev = grads.get(parent)      # accumulate (inlined: this is the hottest loop)
-            if prev is None:
+            if prev is None and type(parent) is Record:
+                heappush(heap, (-parent.index, parent))
+            if type(gi) is IndexedGrad:   # into one owned buffer per parent, not a dense array per slice
+                if parent not in owned:
+                    prev = grads[parent] = np.zeros(gi.shape, gi.dtype) if prev is None else prev.copy()
+                    owned.add(parent)
+                gi.add_to(prev)
+            elif prev is None:
                 grads[parent] = gi
-                if type(parent) is Record:
-                    heappush(heap, (-parent.index, parent))
             elif parent in owned:
                 prev += gi
             else:
@@ -160,7 +173,7 @@ def _input_grads(rec, g, create_graph):
         out.append((i, parent, gi))
     if _tape.ANOMALY:
         for i, _, gi in out:
-            anomaly.check_backward(rec, i, gi)
+            anomaly.check_backward(rec, i, gi.values if type(gi) is IndexedGrad else gi)
     return out
 
 

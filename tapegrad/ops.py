@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import DTypeError, ShapeError
 from .checkpoint import generator_for
+from .indexed import IndexedGrad
 from .op import PerInput, defop, guarded
 from .tensor import Tensor, as_array
 
@@ -184,26 +185,28 @@ _transpose = defop("transpose", lambda x, axes=None: np.transpose(x, axes),
 
 
 def _scatter_add(g, index, shape):
-    out = np.zeros(shape, g.dtype)
-    if _is_basic(index):
-        out[index] = g
-    else:
-        np.add.at(out, index, g)      # repeated indices accumulate
-    return out
+    return IndexedGrad(g, index, shape).dense()
 
 
-def _is_basic(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (slice, numbers.Integral)) for p in parts)
+def _indexed_grad(g, index, shape):
+    """Gradient of x[index]: sparse on arrays (the sweep adds it in place), recorded on Tensors."""
+    return IndexedGrad(g, index, shape) if type(g) is np.ndarray else scatter_add(g, index, shape)
 
 
 getitem = defop("getitem", lambda x, index: x[index],
-                lambda g, ans, x, index: scatter_add(g, index, x.shape), keep="none", params=("index",))
+                lambda g, ans, x, index: _indexed_grad(g, index, x.shape), keep="none", params=("index",))
 scatter_add = defop("scatter_add", _scatter_add, lambda g, ans, x, index, shape: g[index], keep="none",
                     params=("index", "shape"))
-take = defop("take", lambda x, indices, axis=0: np.take(x, indices, axis=axis),
+def _take(x, indices, axis=0):
+    kind = np.asarray(indices).dtype.kind
+    if kind not in "iu":
+        raise DTypeError(f"take: indices must be integers, got dtype {np.asarray(indices).dtype}")
+    return np.take(x, indices, axis=axis)
+
+
+take = defop("take", _take,
              lambda g, ans, x, indices, axis=0:
-             scatter_add(g, (slice(None),) * (axis % x.ndim) + (indices,), x.shape), None, params=("axis",))
+             _indexed_grad(g, (slice(None),) * (axis % x.ndim) + (indices,), x.shape), None, params=("axis",))
 take.__doc__ = "Gather rows (embedding lookup): `take(W, ids)` is W[ids] along `axis`; ids may repeat."
 
 

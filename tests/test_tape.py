@@ -281,3 +281,25 @@ def test_anomaly_mode_catches_backward_inf():
         y = tg.sqrt(x).sum()
         with pytest.raises(tg.AnomalyError, match="gradient that sqrt"), np.errstate(divide="ignore"):
             y.backward()
+
+
+def test_backward_errors_name_the_record_and_in_anomaly_mode_its_forward_line():
+    broken = tg.defop("broken", np.negative, lambda g, ans, x: g @ np.ones((7, 7)), keep="none")
+    x = tg.tensor(np.ones(3), requires_grad=True)
+    with tg.scope("cell", t=1):
+        y = broken(x).sum()
+    with pytest.raises(GraphError, match=r"backward of broken .*t = 1.*failed"):
+        y.backward()
+    with tg.detect_anomaly():
+        y = broken(x).sum()
+        with pytest.raises(GraphError, match=r"(?s)recorded at:.*test_tape.py"):
+            y.backward()
+
+
+def test_slicing_a_long_sequence_accumulates_in_one_buffer():
+    xs = tg.tensor(RNG.standard_normal((4, 300, 3)), requires_grad=True)
+    total = 0
+    for t in range(300):
+        total = total + (xs[:, t] * (t + 1)).sum()
+    total.backward()
+    np.testing.assert_allclose(xs.grad, np.broadcast_to(np.arange(1, 301)[None, :, None], xs.shape))
