@@ -11,7 +11,7 @@ from .losses import cross_entropy, mse_loss
 from .tape import Record, Scope, Tape, enable_grad, is_grad_enabled, no_grad, scope
 from .tensor import Tensor, get_default_dtype, set_default_dtype, tensor
 from .gradcheck import gradcheck, gradgradcheck
-from . import optim
+from . import nn, optim
 from . import check, testing
 from .serialization import load, save
 

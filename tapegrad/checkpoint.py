@@ -33,27 +33,32 @@ def generator_for(rng):
 
 
 def checkpoint(fn, *args):
-    """`fn(*args)` with its records recomputed in backward instead of kept. Returns what fn returns
-    (a Tensor or a nested tuple/list of Tensors, all of one float dtype)."""
+    """`fn(*args)` with its records recomputed in backward instead of kept.
+
+    args: Tensors, or nested tuples/lists of them (other values pass through as constants). Every
+          computed Tensor fn reads must come in through args; parameters (leaves) may be read freely.
+    Returns what fn returns: a Tensor or a nested tuple/list of Tensors, all of one float dtype.
+    """
     global _RNG_LOG
     if not _tape.GRAD_ENABLED:
         return fn(*args)
-    inputs = [a for a in args if isinstance(a, Tensor)]
-    fresh = _detached(args)
+    inputs, rebuild_args = _flatten(args)
+    fresh = [Tensor(t.data, t.requires_grad) for t in inputs]
     tapes, _tape.ACTIVE_TAPES[:] = _tape.ACTIVE_TAPES[:], []     # fn's own records are not the tape's
-    _RNG_LOG = []
+    first, _RNG_LOG = _tape.next_index(), []
     try:
-        flat, rebuild = _flatten(fn(*fresh))
+        flat, rebuild = _flatten(fn(*rebuild_args(fresh)))
     finally:
         rng_states, _RNG_LOG, _tape.ACTIVE_TAPES[:] = _RNG_LOG, None, tapes
-    params = _parameters_read(flat, fresh)
+    params = _parameters_read(flat, fresh, first)
     if not (params or any(t.requires_grad for t in inputs)):
         return rebuild([t.detach() for t in flat])
     packed = np.concatenate([t.data.ravel() for t in flat])
     packed.setflags(write=False)
     parents = tuple(t._node or t for t in inputs) + tuple(params)
     saved = tuple(t.data for t in (*inputs, *params))
-    spec = dict(fn=fn, args=args, params=params, shapes=[t.shape for t in flat], rng_states=rng_states)
+    spec = dict(fn=fn, rebuild_args=rebuild_args, n_inputs=len(inputs), params=params,
+                shapes=[t.shape for t in flat], rng_states=rng_states)
     rec = Record(_CHECKPOINT, parents, saved, None, spec, packed.shape, packed.dtype,
                  _tape.CURRENT_SCOPE, _tape.next_index())
     whole = Tensor(packed, True, None, rec)
@@ -66,17 +71,16 @@ def checkpoint(fn, *args):
     return rebuild(pieces)
 
 
-def _recompute_grads(g, ans, *saved, fn, args, params, shapes, rng_states):
+def _recompute_grads(g, ans, *saved, fn, rebuild_args, n_inputs, params, shapes, rng_states):
     """Run fn again on the saved inputs and sweep its fresh records with the incoming gradient."""
     global _RNG_LOG
     if isinstance(g, Tensor):
         raise GraphError("checkpoint: create_graph=True through a checkpointed function is not supported")
-    arrays = iter(saved)
-    fresh = [Tensor(next(arrays), a.requires_grad) if isinstance(a, Tensor) else a for a in args]
+    fresh = [Tensor(a, True) for a in saved[:n_inputs]]
     _RNG_LOG = iter(rng_states)
     try:
         with enable_grad():
-            flat, _ = _flatten(fn(*fresh))
+            flat, _ = _flatten(fn(*rebuild_args(fresh)))
     finally:
         _RNG_LOG = None
     used, start = [], 0
@@ -85,7 +89,7 @@ def _recompute_grads(g, ans, *saved, fn, args, params, shapes, rng_states):
         if t.requires_grad:
             used.append((t, g[start:start + size].reshape(shape)))
         start += size
-    wrt = [a for a in fresh if isinstance(a, Tensor)] + list(params)
+    wrt = fresh + list(params)
     if not used:
         return (None,) * len(wrt)
     return tuple(r.data for r in grad([t for t, _ in used], wrt, [go for _, go in used]))
@@ -94,18 +98,19 @@ def _recompute_grads(g, ans, *saved, fn, args, params, shapes, rng_states):
 _CHECKPOINT = Op("checkpoint", None, Joint(_recompute_grads), keep="inputs")
 
 
-def _detached(args):
-    return [Tensor(a.data, a.requires_grad) if isinstance(a, Tensor) else a for a in args]
-
-
-def _parameters_read(flat, fresh):
-    """Leaf Tensors requiring grad that `flat` depends on, other than fn's own inputs `fresh`."""
+def _parameters_read(flat, fresh, first):
+    """Leaf Tensors requiring grad that `flat` depends on, other than fn's inputs `fresh` (its parameters).
+    A record older than `first` means fn read a computed Tensor that was not passed in: refused."""
     seen, stack, leaves = set(), [t._node for t in flat if t._node is not None], []
     known = {id(a) for a in fresh}
     while stack:
-        for p in stack.pop().parents:
+        rec = stack.pop()
+        if rec.index < first:
+            raise GraphError(f"checkpoint: the function reads a computed tensor ({rec.op} output of shape "
+                             f"{rec.shape}) that is not among its arguments; pass it as an argument")
+        for p in rec.parents:
             if isinstance(p, Record):
-                if p not in seen:
+                if p.requires_grad and p not in seen:
                     seen.add(p)
                     stack.append(p)
             elif isinstance(p, Tensor) and p.requires_grad and id(p) not in known:
@@ -115,7 +120,8 @@ def _parameters_read(flat, fresh):
 
 
 def _flatten(obj):
-    """Tensors of a nested tuple/list structure, and a function that rebuilds it from new Tensors."""
+    """The Tensors in a nested tuple/list structure, and a function rebuilding it from new Tensors
+    (other values are kept as they are)."""
     if isinstance(obj, Tensor):
         return [obj], lambda ts: ts[0]
     if isinstance(obj, (tuple, list)):
@@ -129,4 +135,4 @@ def _flatten(obj):
                 i += n
             return type(obj)(out)
         return [t for p in parts for t in p[0]], rebuild
-    raise TypeError(f"checkpoint: fn must return Tensors or tuples/lists of them, got {type(obj).__name__}")
+    return [], lambda ts: obj

@@ -71,3 +71,17 @@ def test_checkpoint_keeps_one_record_on_the_tape():
         tg.checkpoint(lambda h: lstm_steps(params, xs, h, h), h)
     assert [r.op for r in tape].count("checkpoint") == 1
     assert "sigmoid" not in [r.op for r in tape]
+
+
+def test_checkpoint_takes_nested_arguments_and_refuses_captured_computed_tensors():
+    W = tg.tensor(RNG.standard_normal((3, 3)), requires_grad=True)
+    h = tg.tensor(RNG.standard_normal((2, 3)), requires_grad=True)
+    state = (h * 1.0, None)
+    out = tg.checkpoint(lambda s: (tg.tanh(s[0] @ W), s[1]), state)
+    assert out[1] is None
+    out[0].sum().backward()
+    expected = tg.grad(tg.tanh((h * 1.0) @ W).sum(), [W])[0].data
+    np.testing.assert_allclose(W.grad, expected)
+    computed = h * 2.0
+    with pytest.raises(tg.GraphError, match="not among its arguments"):
+        tg.checkpoint(lambda x: x @ W + computed, h)

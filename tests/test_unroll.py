@@ -431,3 +431,22 @@ def test_bidirectional_respects_lengths():
     np.testing.assert_allclose(listed.data, out.data, rtol=1e-12)
     with pytest.raises(tg.ShapeError, match=r"state must be a pair \(fwd state, bwd state\)"):
         bi(X, state=[None])
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_checkpoint_every_gives_plain_bptt_gradients(cell_type, k):
+    make = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell_type]
+    cell = make(3, 4, dtype=np.float64, rng=0)
+    xs = tg.tensor(np.random.default_rng(1).standard_normal((2, 7, 3)), requires_grad=True)
+    lengths = np.array([7, 5])
+
+    def loss(**kw):
+        out, state = nn.unroll(cell, xs, lengths=lengths, truncate=4, **kw)
+        h = state[0] if isinstance(state, tuple) else state
+        return (out * out).sum() + h.sum()
+    params = [p for _, p in cell.named_parameters()] + [xs]
+    plain = tg.grad(loss(), params)
+    ckpt = tg.grad(loss(checkpoint_every=k), params)
+    for a, b in zip(plain, ckpt):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-12, atol=1e-14)

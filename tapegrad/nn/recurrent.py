@@ -14,13 +14,14 @@ import numpy as np
 
 from ..errors import DTypeError, ShapeError
 from ..ops import concat, stack, where
+from ..checkpoint import checkpoint
 from ..tape import scope
 from ..tensor import Tensor
 from .cells import RecurrentCell
 from .module import Module, shape_of
 
 
-def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False):
+def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, checkpoint_every=None):
     """Run `out, state = cell(x_t, state)` for t = 0 .. T-1; returns (outputs, final_state).
 
     cell:       a Module (or function) with the cell call convention.
@@ -32,6 +33,8 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False):
     truncate:   k cuts the gradient through the state before steps k, 2k, ... (truncated BPTT;
                 k = 1 is Elman's "copy of the hidden state"); None is full BPTT.
     time_major: outputs (and a tensor xs) are (T, batch, ...) instead of (batch, T, ...).
+    checkpoint_every: k runs the steps in segments of k under `tapegrad.checkpoint`: backward recomputes
+                a segment's records instead of keeping them (about sqrt(T) is the usual choice).
     Returns outputs (batch, T, H) or (T, batch, H), and the final state.
 
     For a built-in cell (a RecurrentCell whose forward is not overridden) and a tensor xs, the input
@@ -40,30 +43,51 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False):
     """
     listed = isinstance(xs, (list, tuple))
     T, batch = _check_list(xs) if listed else _check_tensor(xs, time_major)
-    if truncate is not None and (not isinstance(truncate, numbers.Integral) or isinstance(truncate, bool)
-                                 or truncate < 1):
-        raise ValueError(f"unroll: truncate must be a positive integer number of steps or None, got {truncate!r}")
+    for name, k in (("truncate", truncate), ("checkpoint_every", checkpoint_every)):
+        if k is not None and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
+            raise ValueError(f"unroll: {name} must be a positive integer number of steps or None, got {k!r}")
     active = None if lengths is None else lengths_array(lengths, batch, T)[:, None] > np.arange(T)  # (B, T)
     project = not listed and getattr(type(cell), "forward", None) is RecurrentCell.forward
     step = cell.recurrence if project else cell.forward if isinstance(cell, Module) else cell
     at = _list_index if listed or time_major else _batch_major_index
 
-    with scope(_label(cell)):
-        if project:
-            xs = cell.input_projection(xs)                        # all T steps with one matmul
+    def run(state, xs, steps):
+        """Steps `steps` (a range; xs holds exactly those steps) from `state`: (outputs, final state)."""
         outputs = []
-        for t in range(T):
+        for t in steps:
             if truncate and t and t % truncate == 0:
                 state = detach_state(state)
             with scope(t=t):
-                out, new = step(at(xs, t), state)
+                out, new = step(at(xs, t - steps.start), state)
                 if active is not None and not active[:, t].all():
                     mask = active[:, t:t + 1]                     # (batch, 1)
                     out = where(mask, out, 0)
                     new = _map(lambda a, b: where(mask, a, b), new, state)
             outputs.append(out)
             state = new
+        return outputs, state
+
+    with scope(_label(cell)):
+        if project:
+            xs = cell.input_projection(xs)                        # all T steps with one matmul
+        if checkpoint_every is None:
+            outputs, state = run(state, xs, range(T))
+        else:
+            outputs = []
+            for start in range(0, T, checkpoint_every):
+                steps = range(start, min(start + checkpoint_every, T))
+                segment = _segment(xs, steps, listed or time_major)
+                outs, state = checkpoint(lambda s, x, steps=steps: run(s, x, steps), state, segment)
+                outputs.extend(outs)
         return stack(outputs, axis=0 if time_major else 1), state
+
+
+def _segment(xs, steps, time_first):
+    """The inputs of `steps` only: a list slice, or a slice of the time axis."""
+    index = slice(steps.start, steps.stop)
+    if isinstance(xs, (list, tuple)):
+        return list(xs[index])
+    return xs[index] if time_first else xs[:, index]
 
 
 def detach_state(state):
