@@ -114,7 +114,35 @@ def hips_autograd(cell, p, xs, ys):
     return lambda: value_and_grad(p)
 
 
-CONTENDERS = {BASELINE: hand_numpy, "tapegrad": tapegrad, "pytorch": pytorch, "autograd": hips_autograd}
+def tapegrad_builtin(cell, p, xs, ys):
+    """tapegrad.nn's built-in cell through `unroll` (fused gate weights, inputs projected before the
+    loop) and one output projection for all steps; the same loss: sum over t of mean((y_t - target_t)**2)."""
+    import tapegrad as tg
+    T, B, D = xs.shape
+    H, O = p["V"].shape
+    net = tg.nn.RNNCell(D, H) if cell == "elman" else tg.nn.LSTMCell(D, H)
+    blocks = [""] if cell == "elman" else [k for k in "ifgo"]          # LSTMCell's gate order
+    for name, hand in (("W_x", "U"), ("W_h", "W"), ("b", "b")):
+        getattr(net, name).data[...] = np.concatenate([p[hand + k] for k in blocks], axis=-1)
+    V, c = tg.tensor(p["V"], requires_grad=True), tg.tensor(p["c"], requires_grad=True)
+    xs_, ys_ = tg.tensor(xs), tg.tensor(ys)
+
+    def step():
+        for q in (*net.parameters(), V, c):
+            q.grad = None
+        out, _ = tg.nn.unroll(net, xs_, time_major=True)
+        loss = tg.mse_loss(out @ V + c, ys_, reduction="sum") / (B * O)
+        loss.backward()
+        grads = {"V": V.grad, "c": c.grad}
+        for name, hand in (("W_x", "U"), ("W_h", "W"), ("b", "b")):
+            for k, g in zip(blocks, np.split(getattr(net, name).grad, len(blocks), axis=-1)):
+                grads[hand + k] = g
+        return loss.item(), grads
+    return step
+
+
+CONTENDERS = {BASELINE: hand_numpy, "tapegrad": tapegrad, "tapegrad-nn": tapegrad_builtin, "pytorch": pytorch,
+              "autograd": hips_autograd}
 
 
 def make_steps(names, cell, size, seed=0):

@@ -97,6 +97,8 @@ def _matmul_dy(g, ans, x, y):
         return squeeze(x.mT @ expand_dims(g, -1), -1)
     if x.ndim == 1:
         return expand_dims(x, -1) * expand_dims(g, -2)
+    if y.ndim == 2 and x.ndim > 2:       # a batch of rows times one matrix: one 2-d matmul, no batch of products
+        return x.reshape(-1, x.shape[-1]).mT @ g.reshape(-1, g.shape[-1])
     return x.mT @ g
 
 
