@@ -68,16 +68,15 @@ class ElmanRegressor(Module):
         self.bh = Parameter(np.zeros((hidden_size, 1)))
         self.by = Parameter(np.zeros((1, 1)))
 
-    def forward(self, inputs, h=None):
-        """inputs (T,) -> predictions (T,) Tensor and the last state (H, 1)."""
-        if h is None:
-            h = np.zeros((self.Whh.shape[0], 1))
+    def forward(self, inputs):
+        """inputs (T,) -> predictions (T,), from h_{-1} = 0."""
+        h = np.zeros((self.Whh.shape[0], 1))
         ys = []
         for t, x in enumerate(inputs):
             with tg.scope(t=t):
                 h = tg.tanh(self.Wxh * x + self.Whh @ h + self.bh)
                 ys.append(self.Why @ h + self.by)
-        return tg.concat(ys, axis=0).reshape(-1), h
+        return tg.concat(ys, axis=0).reshape(-1)
 
 
 def seed_loss(pred, targets):
@@ -87,7 +86,7 @@ def seed_loss(pred, targets):
 
 def gradient_agreement(model, inputs, targets):
     """Max over parameters of max|tape - hand| / max|hand| for one batch (no clipping on either side)."""
-    loss = seed_loss(model(inputs)[0], targets)
+    loss = seed_loss(model(inputs), targets)
     names = ["Wxh", "Whh", "Why", "bh", "by"]
     tape = dict(zip(names, tg.grad(loss, [getattr(model, n) for n in names])))
     ref_loss, ref, _ = elman_loss_fun(inputs, targets, np.zeros((model.Whh.shape[0], 1)),
@@ -121,7 +120,7 @@ def main(argv=None):
     for _ in training_steps(args.iterations, "iteration", losses):
         inputs, targets, _ = data.next_batch(args.steps)
         opt.zero_grad()
-        loss = seed_loss(model(inputs)[0], targets)
+        loss = seed_loss(model(inputs), targets)
         loss.backward()
         clip_grad_value(model.parameters(), 5.0)
         opt.step()
@@ -132,7 +131,7 @@ def main(argv=None):
     with tg.no_grad():
         for k in range(args.test_windows):
             inputs, targets, x = test.next_batch(args.steps)
-            pred = model(inputs)[0].data
+            pred = model(inputs).data
             sq_err.append((pred - targets) ** 2)
             sq_base.append((inputs - targets) ** 2)
             if k == 0:
