@@ -2,7 +2,8 @@
 from .anomaly import detect_anomaly
 from .autodiff import backward, grad
 from .checkpoint import checkpoint
-from .errors import AnomalyError, CheckpointError, DTypeError, GraphError, ShapeError, TapegradError
+from .errors import (AnomalyError, ArgumentError, CheckpointError, DTypeError, GraphError, IndexOutOfRange,
+                     InvalidValueError, ShapeError, TapegradError)
 from .ops import (abs, add, astype, broadcast_to, clip, concat, div, dropout, exp, expand_dims, getitem, log,
                   log_softmax, logsumexp, matmul, max, maximum, mean, minimum, mul, neg, one_hot, pow, relu,
                   reshape, sigmoid, softmax, split, sqrt, squeeze, stack, sub, sum, take, tanh, transpose, where)

@@ -27,6 +27,7 @@ from .gradcheck import _evaluate, central_differences, format_table, relative_er
 from .op import apply
 from .tape import Record, Tape, enable_grad
 from .tensor import Tensor
+from .errors import ArgumentError, InvalidValueError
 
 __all__ = ["compare", "sweep", "eps_sweep", "band", "KINKS", "CompareReport", "ParamCheck", "StepCheck",
            "SweepReport", "OpCheck", "EpsSweep", "EpsRow"]
@@ -235,7 +236,7 @@ def _compare(loss_fn, params, hand, per_step, eps):
     with enable_grad(), Tape() as tape:
         loss = loss_fn()
     if not isinstance(loss, Tensor) or loss.size != 1:
-        raise ValueError(f"compare: loss_fn must return a scalar Tensor, got {_what(loss)}")
+        raise InvalidValueError(f"compare: loss_fn must return a scalar Tensor, got {_what(loss)}")
     base = _kink_signature(tape)
     states = {k: _find_states(tape, k) for k in hand_steps if k not in params}
     tape_totals, split, state_grads = _tape_gradients(loss, params, states)
@@ -285,10 +286,10 @@ def _named(params):
     if hasattr(params, "named_parameters"):
         params = dict(params.named_parameters())
     if not isinstance(params, dict) or not params:
-        raise TypeError(f"compare: params must be a non-empty dict name -> Tensor or a Module, got {_what(params)}")
+        raise ArgumentError(f"compare: params must be a non-empty dict name -> Tensor or a Module, got {_what(params)}")
     for name, p in params.items():
         if not isinstance(p, Tensor) or not p.requires_grad or not p.is_leaf:
-            raise TypeError(f"compare: params[{name!r}] must be a leaf Tensor with requires_grad=True, got {_what(p)}")
+            raise ArgumentError(f"compare: params[{name!r}] must be a leaf Tensor with requires_grad=True, got {_what(p)}")
     return params
 
 
@@ -311,7 +312,7 @@ def _split_hand(hand, params, per_step):
     if hand is None:
         return {}, {}
     if not isinstance(hand, dict):
-        raise TypeError(f"compare: hand must be a dict name -> array or a function returning one, got {_what(hand)}")
+        raise ArgumentError(f"compare: hand must be a dict name -> array or a function returning one, got {_what(hand)}")
     totals, steps = {}, {}
     for key, value in hand.items():
         if key.endswith(STEPS):
@@ -324,7 +325,7 @@ def _split_hand(hand, params, per_step):
                         _check_shape(f"{key}[{t}]", v, params[base].shape)
             continue
         if key not in params:
-            raise KeyError(f"compare: hand has a gradient for {key!r}, which is not a parameter "
+            raise InvalidValueError(f"compare: hand has a gradient for {key!r}, which is not a parameter "
                            f"(parameters: {', '.join(params)}; per-step values use the suffix {STEPS!r})")
         totals[key] = np.asarray(value)
         _check_shape(key, totals[key], params[key].shape)
@@ -333,7 +334,7 @@ def _split_hand(hand, params, per_step):
 
 def _check_shape(key, value, shape):
     if value.shape != shape:
-        raise ValueError(f"compare: hand[{key!r}] has shape {value.shape} but the parameter has shape {shape}")
+        raise InvalidValueError(f"compare: hand[{key!r}] has shape {value.shape} but the parameter has shape {shape}")
 
 
 def _find_states(tape, name):
@@ -344,11 +345,11 @@ def _find_states(tape, name):
             t = rec.scope.step if rec.scope is not None else None
             if t is None or t in found:
                 where = "outside any step" if t is None else f"twice at t = {t}"
-                raise ValueError(f"compare: hand[{name + STEPS!r}] needs one tensor named {name!r} per step inside "
+                raise InvalidValueError(f"compare: hand[{name + STEPS!r}] needs one tensor named {name!r} per step inside "
                                  f"`scope(t=...)`; found one {where}")
             found[t] = out
     if not found:
-        raise ValueError(f"compare: hand[{name + STEPS!r}] given but no recorded tensor is named {name!r}: set "
+        raise InvalidValueError(f"compare: hand[{name + STEPS!r}] given but no recorded tensor is named {name!r}: set "
                          f"`h.name = {name!r}` on the state computed inside `with tapegrad.scope(t=t):`")
     return found
 
@@ -463,7 +464,7 @@ def _step_check(name, hand, tape):
     ref = {t: tape.get(t, np.zeros_like(hand[t])) for t in steps}
     for t in steps:
         if hand[t].shape != ref[t].shape:
-            raise ValueError(f"compare: hand[{name!r}][{t}] has shape {hand[t].shape} but the tape's is {ref[t].shape}")
+            raise InvalidValueError(f"compare: hand[{name!r}][{t}] has shape {hand[t].shape} but the tape's is {ref[t].shape}")
     floor = _exact_floor(*hand.values(), *ref.values())
     rel = {t: float(np.max(relative_error(hand[t], ref[t], floor), initial=0)) for t in steps}
     first = next((t for t in reversed(steps) if band(rel[t]) not in GOOD), None)

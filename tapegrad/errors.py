@@ -13,6 +13,10 @@ class DTypeError(TapegradError, TypeError):
     """Operands whose dtypes do not fit the op (float32 mixed with float64, integer tensors asked to require grad)."""
 
 
+class InvalidValueError(TapegradError, ValueError):
+    """An argument whose value the op does not accept (a probability of 1.5, reduction="avg", lengths past T)."""
+
+
 class ArgumentError(TapegradError, TypeError):
     """An argument of the wrong kind for the op (a string where a tensor or an axis belongs, ...)."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .autodiff import grad
-from .errors import TapegradError
+from .errors import ArgumentError, InvalidValueError, TapegradError
 from .tape import enable_grad, no_grad
 from .tensor import Tensor
 
@@ -73,7 +73,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
     inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, np.float64), True) for x in inputs]
     checked = [x for x in inputs if x.requires_grad]
     if not checked:
-        raise ValueError("gradcheck: no input requires grad")
+        raise InvalidValueError("gradcheck: no input requires grad")
     if any(x.dtype != np.float64 for x in checked):
         warnings.warn("gradcheck: inputs are not float64; finite differences in lower precision are "
                       "unreliable (use dtype=float64 for checks)", stacklevel=2)
@@ -128,7 +128,7 @@ def _scalarize(fn, inputs, rng, args=False):
     def scalar(*xs):
         out = fn(*(xs if args else inputs))
         if not isinstance(out, Tensor):
-            raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+            raise ArgumentError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
         if out.size == 1:
             return out.sum()
         w = weights.setdefault(out.shape, rng.standard_normal(out.shape).astype(out.dtype))

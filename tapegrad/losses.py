@@ -1,7 +1,7 @@
 """Losses, composed of primitives (so every order of derivative comes with them)."""
 import numpy as np
 
-from .errors import DTypeError, ShapeError
+from .errors import DTypeError, InvalidValueError, ShapeError
 from .op import defop, guarded
 from .ops import log_softmax, one_hot
 from .tensor import Tensor
@@ -33,7 +33,7 @@ def mse_loss(pred, target, reduction="mean"):
         raise ShapeError(f"mse_loss: pred has shape {np.shape(_data(pred))} but target has shape "
                          f"{np.shape(_data(target))}")
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise InvalidValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     return _mse(pred, target, reduction)
 
 
@@ -76,7 +76,7 @@ def _reduce(losses, reduction, op):
         return losses.sum()
     if reduction == "none":
         return losses
-    raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    raise InvalidValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 def _data(x):

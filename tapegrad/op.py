@@ -18,7 +18,7 @@ import functools
 import numpy as np
 
 from . import anomaly, tape as _tape
-from .errors import ArgumentError, DTypeError, IndexOutOfRange, ShapeError, TapegradError
+from .errors import ArgumentError, DTypeError, IndexOutOfRange, InvalidValueError, ShapeError, TapegradError
 from .tape import Record, describe_scope, next_index
 from .tensor import Tensor
 
@@ -29,7 +29,7 @@ class Op:
 
     def __init__(self, name, forward, vjps, keep):
         if keep not in ("inputs", "ans", "both", "none"):
-            raise ValueError(f"defop {name}: keep must be 'inputs', 'ans', 'both' or 'none', got {keep!r}")
+            raise InvalidValueError(f"defop {name}: keep must be 'inputs', 'ans', 'both' or 'none', got {keep!r}")
         self.name, self.forward, self.vjps = name, forward, vjps
         self.keep_inputs = keep in ("inputs", "both")
         self.keep_ans = keep in ("ans", "both")

@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from .errors import DTypeError, ShapeError
+from .errors import DTypeError, InvalidValueError, ShapeError
 from .checkpoint import generator_for
 from .indexed import IndexedGrad
 from .op import PerInput, defop, guarded
@@ -278,7 +278,7 @@ def dropout(x, p, rng, training=True):
     if not training or p == 0:
         return x
     if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+        raise InvalidValueError(f"dropout: p must be in [0, 1), got {p}")
     data = _data(x)
     mask = (generator_for(rng).random(np.shape(data)) >= p).astype(data.dtype) / np.asarray(1 - p, data.dtype)
     return _dropout(x, mask)

@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from .errors import CheckpointError, DTypeError, GraphError, ShapeError
+from .errors import CheckpointError, DTypeError, GraphError, InvalidValueError, ShapeError
 from .tape import mark_written
 from .tensor import Tensor
 
@@ -119,7 +119,7 @@ class SGD(Optimizer):
         for name in ("lr", "momentum", "weight_decay"):
             _check_range(owner, name, h[name])
         if not isinstance(h["nesterov"], bool) or (h["nesterov"] and h["momentum"] == 0):
-            raise ValueError(f"{owner}: nesterov must be a bool and needs momentum > 0, "
+            raise InvalidValueError(f"{owner}: nesterov must be a bool and needs momentum > 0, "
                              f"got nesterov={h['nesterov']!r} with momentum={h['momentum']!r}")
         return h
 
@@ -207,7 +207,7 @@ class Adam(Optimizer):
             _check_range(owner, name, h[name])
         betas = h["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+            raise InvalidValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
         for k, b in enumerate(betas):
             _check_range(owner, f"betas[{k}]", b, hi=1.0)
         h["betas"] = tuple(betas)
@@ -285,7 +285,7 @@ def _param_list(params, owner):
             raise GraphError(f"{owner}: {what} is not a leaf (it was produced by {p.record.op}); optimize the "
                              "leaves it was computed from")
         if id(p) in seen:
-            raise ValueError(f"{owner}: {what} is the same Tensor as params[{seen[id(p)]}]")
+            raise InvalidValueError(f"{owner}: {what} is the same Tensor as params[{seen[id(p)]}]")
         seen[id(p)] = i
     return params
 
@@ -307,7 +307,7 @@ def _check_range(owner, name, value, hi=None):
     if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value
             or (hi is not None and not value < hi) or math.isinf(value)):
         bound = f"in [0, {hi})" if hi is not None else "finite and >= 0"
-        raise ValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
+        raise InvalidValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
 
 
 def _count(owner, where, value):

@@ -18,6 +18,7 @@ from .check import compare
 from .ops import sigmoid, tanh
 from .tape import scope
 from .tensor import Tensor
+from .errors import InvalidValueError
 
 __all__ = ["assert_grads_match", "reference_case", "ReferenceCase", "hand_from_reference"]
 
@@ -73,7 +74,7 @@ def reference_case(model, T=5, B=3, D=2, H=4, O=2, seed=0):
     Entries are N(0, 0.5^2).
     """
     if model not in _MODELS:
-        raise ValueError(f"reference_case: unknown model {model!r}; one of {', '.join(_MODELS)}")
+        raise InvalidValueError(f"reference_case: unknown model {model!r}; one of {', '.join(_MODELS)}")
     forward, run, shapes = _MODELS[model]
     rng = np.random.default_rng(seed)
     rand = lambda *shape: rng.normal(scale=0.5, size=shape)  # noqa: E731

@@ -22,7 +22,7 @@ The forward is split in two: `input_projection(x) = x W_x + b` (x may be (batch,
 """
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import InvalidValueError, ShapeError
 from ..ops import relu, sigmoid, split, tanh
 from ..tape import mark_written
 from ..tensor import Tensor
@@ -116,7 +116,7 @@ class RNNCell(RecurrentCell):
 
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", dtype=None, rng=None, name=None):
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise InvalidValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, dtype, rng, name)
         self.nonlinearity = nonlinearity
         self.f = tanh if nonlinearity == "tanh" else relu
@@ -197,7 +197,7 @@ class GRUCell(RecurrentCell):
 
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         if not self.reset_after:
-            raise ValueError("GRUCell.load_torch_weights: torch.nn.GRUCell applies the reset gate after the hidden "
+            raise InvalidValueError("GRUCell.load_torch_weights: torch.nn.GRUCell applies the reset gate after the hidden "
                              "matmul; build the cell with reset_after=True to load its weights")
         super().load_torch_weights(weight_ih, weight_hh, bias_ih, bias_hh)
 

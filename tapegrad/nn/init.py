@@ -11,6 +11,7 @@ same weights on every run; `manual_seed(n)` restarts it.
 import numpy as np
 
 from ..tensor import get_default_dtype
+from ..errors import InvalidValueError
 
 _default = np.random.default_rng(0)
 
@@ -42,7 +43,7 @@ def _dtype(dtype):
 def _fans(shape):
     """(fan_in, fan_out) of a weight of `shape`: (in, out), or (n,) for a vector."""
     if len(shape) < 1:
-        raise ValueError(f"init: a weight needs at least one dimension, got shape {shape}")
+        raise InvalidValueError(f"init: a weight needs at least one dimension, got shape {shape}")
     fan_in = shape[0]
     fan_out = shape[1] if len(shape) > 1 else shape[0]
     receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
@@ -82,7 +83,7 @@ def orthogonal(shape, rng=None, gain=1.0, dtype=None):
     are fewer, are orthonormal. For recurrent weights, where it keeps h -> h W from shrinking or
     growing the state at initialisation."""
     if len(shape) != 2:
-        raise ValueError(f"orthogonal: needs a 2-d shape, got {shape}")
+        raise InvalidValueError(f"orthogonal: needs a 2-d shape, got {shape}")
     rows, cols = shape
     a = _generator(rng).standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)

@@ -1,7 +1,7 @@
 """Feed-forward layers: Linear, Embedding, Dropout, Sequential. Row-vector convention: y = x W + b."""
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, InvalidValueError, ShapeError
 from ..ops import dropout, take
 from ..tensor import Tensor
 from . import init
@@ -61,7 +61,7 @@ class Dropout(Module):
     def __init__(self, p=0.5, rng=None, name=None):
         super().__init__(name)
         if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+            raise InvalidValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
         self.rng = init.make_rng(rng)
 

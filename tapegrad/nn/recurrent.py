@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, InvalidValueError, ShapeError
 from ..ops import concat, stack, where
 from ..checkpoint import checkpoint
 from ..tape import scope
@@ -45,7 +45,7 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, 
     T, batch = _check_list(xs) if listed else _check_tensor(xs, time_major)
     for name, k in (("truncate", truncate), ("checkpoint_every", checkpoint_every)):
         if k is not None and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
-            raise ValueError(f"unroll: {name} must be a positive integer number of steps or None, got {k!r}")
+            raise InvalidValueError(f"unroll: {name} must be a positive integer number of steps or None, got {k!r}")
     active = None if lengths is None else lengths_array(lengths, batch, T)[:, None] > np.arange(T)  # (B, T)
     project = not listed and getattr(type(cell), "forward", None) is RecurrentCell.forward
     step = cell.recurrence if project else cell.forward if isinstance(cell, Module) else cell
@@ -104,7 +104,7 @@ def lengths_array(lengths, batch, T, caller="unroll"):
     if arr.shape != (batch,):
         raise ShapeError(f"{caller}: lengths must have shape (batch,) = ({batch},), got {arr.shape}")
     if arr.min() < 1 or arr.max() > T:
-        raise ValueError(f"{caller}: lengths must lie in [1, T] = [1, {T}], got {arr.tolist()}")
+        raise InvalidValueError(f"{caller}: lengths must lie in [1, T] = [1, {T}], got {arr.tolist()}")
     return arr
 
 
@@ -134,7 +134,7 @@ class StackedRNN(Module):
         super().__init__(name)
         cells = list(cells)
         if not cells:
-            raise ValueError("StackedRNN: needs at least one cell")
+            raise InvalidValueError("StackedRNN: needs at least one cell")
         for l, (below, above) in enumerate(zip(cells, cells[1:])):
             h, d = getattr(below, "hidden_size", None), getattr(above, "input_size", None)
             if h is not None and d is not None and h != d:
