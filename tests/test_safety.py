@@ -1,6 +1,8 @@
 """No silent wrong gradients: saved arrays cannot change behind the tape's back."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
 import tapegrad as tg
 from tapegrad.tape import mark_written
@@ -50,3 +52,36 @@ def test_optimizer_step_between_forward_and_backward_is_refused():
     opt.step()
     with pytest.raises(tg.GraphError, match="modified in place"):
         loss.backward()
+
+
+UNARY = [tg.exp, tg.tanh, tg.sigmoid, tg.relu, tg.abs, lambda x: -x, lambda x: x * 2.0, lambda x: x.sum(axis=0),
+         lambda x: x.mean(), lambda x: tg.softmax(x), lambda x: x.reshape(-1), lambda x: x.T, lambda x: x[0],
+         lambda x: tg.concat([x, x]), lambda x: tg.stack([x, x]), lambda x: tg.broadcast_to(x, (2,) + x.shape)]
+BINARY = [tg.add, tg.sub, tg.mul, tg.maximum, lambda a, b: a @ b.T]
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=hnp.array_shapes(min_dims=2, max_dims=2, max_side=4), dtype=st.sampled_from([np.float32, np.float64]),
+       data=st.data())
+def test_no_primitive_mutates_inputs_or_aliases_them_in_gradients(shape, dtype, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    a_np, b_np = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    a, b = tg.tensor(a_np.copy(), requires_grad=True), tg.tensor(b_np.copy(), requires_grad=True)
+    if data.draw(st.booleans()):
+        fn = data.draw(st.sampled_from(UNARY))
+        out = fn(a)
+    else:
+        fn = data.draw(st.sampled_from(BINARY))
+        out = fn(a, b)
+    upstream = rng.standard_normal(out.shape).astype(dtype)
+    upstream_copy = upstream.copy()
+    out.backward(upstream)
+    np.testing.assert_array_equal(a.data, a_np)
+    np.testing.assert_array_equal(b.data, b_np)
+    np.testing.assert_array_equal(upstream, upstream_copy)
+    for t in (a, b):
+        if t.grad is not None:
+            assert t.grad.dtype == dtype
+            assert not any(np.shares_memory(t.grad, x) for x in (a.data, b.data, upstream, out.data))
+    if a.grad is not None and b.grad is not None:
+        assert not np.shares_memory(a.grad, b.grad)
