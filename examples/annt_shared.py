@@ -4,8 +4,6 @@ the tape, and writing and checking the results.
 """
 import sys
 
-import numpy as np
-
 import tapegrad as tg
 from tapegrad import nn
 

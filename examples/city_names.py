@@ -76,10 +76,15 @@ def encode(words, length):
     return labels[:, :-1], labels[:, 1:]
 
 
+def predicted_steps(words, length):
+    """(len(words), length) mask of the steps that predict a character or the final terminator (not padding)."""
+    return np.arange(length) < np.array([len(w) for w in words])[:, None]
+
+
 def heldout_cross_entropy(model, words, length):
     """Mean cross-entropy (nats) per predicted character of `words`, terminator included, padding excluded."""
     inputs, targets = encode(words, length)
-    mask = np.arange(length) < np.array([len(w) for w in words])[:, None]
+    mask = predicted_steps(words, length)
     with tg.no_grad():
         logits = model(tg.one_hot(inputs, LABELS))[0]
         return tg.cross_entropy(logits, targets, weight=mask.astype(np.float32)).item()
@@ -89,11 +94,11 @@ def bigram_cross_entropy(train_words, words, length):
     """The same cross-entropy for add-one smoothed character-bigram probabilities counted on `train_words`."""
     counts = np.ones((LABELS, LABELS))
     inputs, targets = encode(train_words, length)
-    mask = np.arange(length) < np.array([len(w) for w in train_words])[:, None]
+    mask = predicted_steps(train_words, length)
     np.add.at(counts, (inputs[mask], targets[mask]), 1)
     log_p = np.log(counts / counts.sum(1, keepdims=True))
     inputs, targets = encode(words, length)
-    mask = np.arange(length) < np.array([len(w) for w in words])[:, None]
+    mask = predicted_steps(words, length)
     return float(-log_p[inputs[mask], targets[mask]].mean())
 
 

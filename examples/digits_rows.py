@@ -17,8 +17,6 @@ Result: training / validation accuracy and cost (of the last output) after every
 the end. The seed reaches 97.79 % test on MNIST after 20 epochs; our target is >= 97 % there and >= 96 % on
 the 8 x 8 digits. --quick: 8 x 8 digits, 5 epochs at lr 0.01, >= 90 % test.
 """
-import sys
-
 import numpy as np
 
 import tapegrad as tg
@@ -92,7 +90,7 @@ def main(argv=None):
     history = {"epoch": [], "train_loss": [], "train_acc": [], "train_cost": [], "val_acc": [], "val_cost": []}
     for epoch in range(1, args.epochs + 1):
         loss = train_epoch(model, opt, *train, args.batch, args.loss_at, rng, f"epoch {epoch}")
-        print(f"Epoch {epoch:3d} : training loss {loss:.4f}", file=sys.stderr)
+        print(f"Epoch {epoch:3d}: training loss {loss:.4f} (mean over the epoch's batches)")
         train_acc, train_cost = report(f"Epoch {epoch:3d}: training", *train, model)
         val_acc, val_cost = report(f"Epoch {epoch:3d}: validation", *val, model)
         for key, value in zip(history, (epoch, loss, train_acc, train_cost, val_acc, val_cost)):
