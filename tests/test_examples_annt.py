@@ -138,6 +138,14 @@ def test_idx_loader_messages(tmp_path):
         digits_data.read_idx(tmp_path / "short.idx")
 
 
+def test_digits_message_without_sklearn_or_mnist(monkeypatch):
+    monkeypatch.setattr(digits_data.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(digits_data.DigitsUnavailable, match="pip install scikit-learn"):
+        digits_data.load_digits()
+    with pytest.raises(SystemExit, match="MNIST's IDX files"):
+        digits_rows.main(["--out", "unused"])
+
+
 def test_digits_rows_quick(tmp_path):
     pytest.importorskip("sklearn")
     results = quick(digits_rows, tmp_path)
