@@ -10,7 +10,7 @@ Needs the `graphviz` Python package (imported when drawing); files need the syst
 or the pip package `graphviz-pure`.
 """
 from .dot import draw
-
+from .flow import GradientFlow, gradient_flow
 from .backends import render
 
-__all__ = ["draw", "render"]
+__all__ = ["draw", "render", "gradient_flow", "GradientFlow"]

@@ -1,10 +1,11 @@
 """The gradient overlay's colour scale: gradient norms on a log scale, binned into a sequential palette."""
 import math
 
-# ColorBrewer YlOrRd: pale = vanished, dark red = large.
-PALETTE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026")
+# ColorBrewer YlOrRd without its two palest shades (an edge must show on white): yellow = vanished,
+# dark red = large.
+PALETTE = ("#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026")
 NO_GRAD = "#ffffff"
-_DARK = 6            # bins from here on get white text
+_DARK = 4            # bins from here on get white text
 
 
 class LogScale:
@@ -34,12 +35,13 @@ class LogScale:
         """An HTML-like Graphviz label: the palette with its log-scale range and the no-gradient swatch."""
         mid = (self.lo + self.hi) / 2
         swatches = "".join(f'<TD BGCOLOR="{c}" WIDTH="22" HEIGHT="16"></TD>' for c in PALETTE)
-        ticks = "".join(f'<TD COLSPAN="3" ALIGN="{a}">{_power(v)}</TD>'
-                        for a, v in (("LEFT", self.lo), ("CENTER", mid), ("RIGHT", self.hi)))
+        n = len(PALETTE)
+        ticks = "".join(f'<TD COLSPAN="{span}" ALIGN="{a}">{_power(v)}</TD>'
+                        for a, v, span in (("LEFT", self.lo, 2), ("CENTER", mid, n - 4), ("RIGHT", self.hi, 2)))
         return (f'<<TABLE BORDER="1" COLOR="#999999" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">'
-                f'<TR><TD COLSPAN="9"><B>‖∂L/∂·‖ (log scale)</B></TD></TR>'
+                f'<TR><TD COLSPAN="{n}"><B>‖∂L/∂·‖ (log scale)</B></TD></TR>'
                 f'<TR>{swatches}</TR><TR>{ticks}</TR>'
-                f'<TR><TD COLSPAN="9" ALIGN="LEFT">white: no gradient kept</TD></TR></TABLE>>')
+                f'<TR><TD COLSPAN="{n}" ALIGN="LEFT">white: no gradient kept</TD></TR></TABLE>>')
 
 
 def _power(log10_value):

@@ -3,7 +3,7 @@ from html import escape
 
 from .colors import NO_GRAD, LogScale
 from .graph import extract
-from .layout import aligned, elided_height, rows, sources_and_sinks, timeline
+from .layout import levels, rows, sources_and_sinks, timeline
 from .views import build
 
 FONT = "Helvetica"
@@ -17,6 +17,7 @@ STYLE = {                  # kind -> node attributes
                  fontsize="18", margin="0.25,0.12"),
     "elided": dict(shape="box", style="rounded,dashed", color="#777777", fontsize="16"),
 }
+HOLD = 4                   # parallel edges from an anchor to its step (see _unrolled)
 TIME = {"LR": ("BT", False), "RL": ("BT", True), "TB": ("LR", False), "BT": ("LR", True)}  # -> (rankdir, reversed)
 EDGE = {
     "state": dict(color=STATE, fontcolor=STATE, penwidth="2.5", constraint="false", fontsize="14"),
@@ -74,12 +75,14 @@ def _unrolled(g, picture, clustered, style, backward):
     """Step clusters on their timelines, runs in rows, held in place by invisible anchors.
 
     Below each step sits an anchor; a row's anchors share a rank and are chained by flat edges, which
-    Graphviz keeps in order, and each anchor holds up the step above it: so the steps line up in time
-    order. A row above another stands on the tops of the steps below it.
+    Graphviz keeps in order, and each anchor holds up the step above it by HOLD parallel invisible
+    edges (Graphviz adds up their crossing penalties, so a step sliding out of time order would cost
+    more crossings than it could save): the steps line up in time order. A row above another stands
+    on the tops of the steps below it.
     """
     slots = timeline(picture, clustered)
     has_in, has_out = sources_and_sinks(picture.arrows)
-    heights = elided_height(picture)
+    level = levels(picture)
     several = len(picture.runs) > 1
     below = None
     for row in rows(picture.runs):
@@ -105,18 +108,14 @@ def _unrolled(g, picture, clustered, style, backward):
             g.edge(a.anchor, b.anchor, style="invis")
         for slot in line:
             for box in slot.boxes:
-                if box not in has_in:
-                    g.edge(slot.anchor, box.id, style="invis", minlen=str(heights.get(box, 1)))
-        for slot in below or ():
+                for _ in range(HOLD):
+                    g.edge(slot.anchor, box.id, style="invis", minlen=str(level.get(box, 1)))
+        above = {slot.step: slot.anchor for slot in line}
+        for slot in below or ():              # each step stands on the same step of the row below
             for box in slot.boxes:
                 if box not in has_out:
-                    g.edge(box.id, order[0].anchor, style="invis")
+                    g.edge(box.id, above.get(slot.step, order[0].anchor), style="invis")
         below = line
-    for group in aligned(picture):
-        with g.subgraph() as s:
-            s.attr(rank="same")
-            for box in group:
-                s.node(box.id)
 
 
 def _rolled(g, picture, run, clustered, style):
@@ -133,8 +132,9 @@ def _scale(picture):
     norms = [b.grad for b in picture.boxes if b.grad is not None]
     norms += [a.grad for a in picture.arrows if a.grad is not None]
     if not norms:
-        raise ValueError("draw: show_grads=True but no gradient was found; call backward first, inside "
-                         "`with tapegrad.Tape(retain_grads=True):` to keep the gradients of intermediate values")
+        raise ValueError("draw: show_grads=True but no gradient was found; call backward first, and run the "
+                         "forward inside `with tapegrad.Tape(retain_grads=True) as tape:` (keeping `tape`) to "
+                         "keep the gradients of intermediate values")
     return LogScale(norms)
 
 
@@ -168,9 +168,10 @@ class _Style:
             title = f"<B>{title}</B>"
         if self.show_shapes and box.shape is not None:
             title += f'<BR/><FONT POINT-SIZE="11">{escape(_shape(box.shape))}</FONT>'
-        for name, shape in box.rows:
-            title += f'<BR/><FONT POINT-SIZE="12">{escape(name)}'
-            title += f" {escape(_shape(shape))}</FONT>" if self.show_shapes else "</FONT>"
+        if box.rows:                                # a module's parameters, one per line
+            cells = "".join(f"<TR><TD>{escape(name)}{' ' + escape(_shape(shape)) if self.show_shapes else ''}</TD></TR>"
+                            for name, shape in box.rows)
+            title = f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="1"><TR><TD>{title}</TD></TR>{cells}</TABLE>'
         return f"<{title}>"
 
     def edge(self, g, arrow, detail):

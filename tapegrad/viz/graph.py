@@ -255,6 +255,7 @@ def _mark_states(edges, runs):
             if s.key not in run.states:
                 names = run.states.values()
                 run.states[s.key] = s.name or (_fresh("h", "c", names) if s.unit == d.unit else _fresh("y", "y", names))
+    _name_initial_states(edges, runs)
     for (a, b), es in sorted(into.items()):
         last = runs[a].steps[0 if runs[a].reverse else -1]
         first = runs[b].steps[-1 if runs[b].reverse else 0]
@@ -262,6 +263,23 @@ def _mark_states(edges, runs):
             runs[b].follows = a
             for e in es:
                 e.kind = "state"
+
+
+def _name_initial_states(edges, runs):
+    """An unnamed input that goes where later steps take their state (a cell's zeros) is "initial h"."""
+    takes = {}
+    for e in edges:
+        if e.kind == "state":
+            takes.setdefault((e.dst.run, e.dst.key), runs[e.src.run].states[e.src.key])
+    initial = {}
+    for e in edges:
+        name = takes.get((e.dst.run, e.dst.key))
+        if e.src.kind == "input" and e.src.name is None and name:
+            names = initial.setdefault(e.src, [])
+            if name not in names:
+                names.append(name)
+    for leaf, names in initial.items():
+        leaf.name = "initial " + ", ".join(names)
 
 
 def _fresh(first, second, taken):

@@ -1,8 +1,8 @@
 """Where things go: time steps side by side in time order, sequences in rows, parameters in a row of their own.
 
 Inside a step values flow across the ranks (bottom to top for a left-to-right timeline); state and
-parameter edges do not constrain ranks, and the boxes playing the same part at every step share a
-rank, so the steps of a run line up. Invisible anchors, one per step at its bottom, are chained by
+parameter edges do not constrain ranks, and the boxes playing the same part at every step stand at
+the same height above their step's anchor, so the steps of a run line up. Invisible anchors, one per step at its bottom, are chained by
 flat edges: that fixes the time order. A run that starts from another's final state (a decoder after
 its encoder) continues that run's row; any other run (a second layer, a backward direction) gets a
 row above the rows before it.
@@ -45,43 +45,29 @@ def rows(runs):
     return out
 
 
-def aligned(picture):
-    """Groups of boxes to share a rank: the boxes playing the same part at every step of a run.
-
-    At cell detail the elided box joins the cells its state flows into (at op detail Graphviz cannot
-    rank it with them, see `elided_height`).
+def levels(picture):
+    """How far above its step's anchor each box is to sit: the same for the boxes that play the same
+    part at every step of a run, so the steps line up (the longest path up to that part, at any step).
+    The elided box sits right above its anchor (raising it too trips Graphviz's ranking).
     """
-    groups = {}
-    for box in picture.boxes:
-        if box.key is not None and box.cluster is not None and box.cluster[1] is not None:
-            groups.setdefault((box.cluster[0], box.key), []).append(box)
-    if picture.detail == "cells":
-        for a in picture.arrows:
-            if a.kind == "state" and a.src.kind == "elided" and a.dst.key is not None:
-                group = groups[(a.dst.cluster[0], a.dst.key)]
-                if a.src not in group:
-                    group.append(a.src)
-    return [g for g in groups.values() if len(g) > 1]
-
-
-def elided_height(picture):
-    """Ranks between a run's anchors and its elided box at op detail: the height, in its step, of the
-    op the state leaving the elided box flows into, so that the chain runs through the box level."""
-    if picture.detail != "ops":
-        return {}
-    inside = {}
+    below = {}
     for a in picture.arrows:
         if a.kind != "state" and a.src.cluster == a.dst.cluster and a.src is not a.dst:
-            inside.setdefault(a.dst, []).append(a.src)
+            below.setdefault(a.dst, []).append(a.src)
     height = {}
 
-    def up(box):                          # longest path from the bottom of its step
+    def up(box):                              # longest path from the bottom of its step
         if box not in height:
-            height[box] = 0
-            height[box] = 1 + max((up(b) for b in inside.get(box, ())), default=0)
+            height[box] = 1
+            height[box] = 1 + max((up(b) for b in below.get(box, ())), default=0)
         return height[box]
 
-    return {a.src: up(a.dst) for a in picture.arrows if a.kind == "state" and a.src.kind == "elided"}
+    placed = [b for b in picture.boxes if b.cluster is not None and b.cluster[1] is not None]
+    level = {}
+    for box in placed:
+        key = (box.cluster[0], box.key)
+        level[key] = max(level.get(key, 1), up(box))
+    return {box: level[(box.cluster[0], box.key)] for box in placed}
 
 
 def sources_and_sinks(arrows):

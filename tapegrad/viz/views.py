@@ -51,8 +51,8 @@ def build(graph, view="unrolled", detail="ops", max_steps=None):
         if box is not None:
             box = boxes.setdefault(box.id, box)
             box.is_target = box.is_target or node is graph.target
-            if box.kind == "param" and detail == "cells":
-                box.rows.append((node.name.rsplit(".", 1)[-1] if node.name else "", node.shape))
+            if box.id.startswith("p_"):                     # a module's parameters: one row each
+                box.rows.append((node.name.rsplit(".", 1)[-1], node.shape))
         where[node] = box
     arrows = _arrows(graph, where, view)
     _cell_grads(graph, where)
@@ -77,10 +77,10 @@ def _box(node, graph, view, detail, elided):
             return None
         n = len(elided[run])
         return Box(f"e{run}", "elided", f"… ({n} step{'s' * (n > 1)})", None, (run, None))
-    cell = detail == "cells" and node.kind == "op" and node.unit
-    if detail == "cells" and node.kind == "param":          # one box per module's parameters
-        module = node.name.rsplit(".", 1)[0] if node.name and "." in node.name else node.id
-        return Box(f"p_{_slug(module)}", "param", module if node.name else _title(node), None, None)
+    cell = detail == "cells" and node.kind == "op" and node.unit and node.placed
+    module = (node.name or "").rpartition(".")[0]
+    if detail == "cells" and node.kind == "param" and module:     # one box per module's parameters
+        return Box(f"p_{_slug(module)}", "param", module, None, None)
     if view == "rolled" and node.placed:
         if cell:
             return Box(f"u{run}_{_slug(node.unit)}", "cell", _unit_title(node, graph), None, (run, None))
@@ -88,11 +88,10 @@ def _box(node, graph, view, detail, elided):
         return Box(f"k{run}_{_slug(node.key)}", node.kind, title, node.shape, (run, None))
     cluster = (run, node.step) if node.placed else None
     if cell:
-        where = f"{run}_{node.step}_" if node.placed else "_"
-        return Box(f"u{where}{_slug(node.unit)}", "cell", _unit_title(node, graph), None, cluster,
+        return Box(f"u{run}_{node.step}_{_slug(node.unit)}", "cell", _unit_title(node, graph), None, cluster,
                    key=("cell", node.unit))
     title = _title(node)
-    if node.kind == "input" and node.placed and node.name and not node.name[-1].isdigit():
+    if node.kind == "input" and node.placed and node.name and node.name.isidentifier() and not node.name[-1].isdigit():
         title += str(node.step).translate(SUBSCRIPTS)
     return Box(node.id, node.kind, title, node.shape, cluster, node.grad, node.key)
 
@@ -105,7 +104,7 @@ def _title(node):
 
 def _unit_title(node, graph):
     """A cell box's name: its module path below the run's path (the module's own name if they are equal)."""
-    outer = graph.runs[node.run].path if node.placed else ""
+    outer = graph.runs[node.run].path
     if outer and node.unit.startswith(outer + "."):
         return node.unit[len(outer) + 1:]
     parts = node.unit.split(".")
