@@ -83,6 +83,9 @@ def _unrolled(g, picture, clustered, style, backward):
     slots = timeline(picture, clustered)
     has_in, has_out = sources_and_sinks(picture.arrows)
     level = levels(picture)
+    for a in picture.arrows:                  # a part's level above the anchor is kept inside the step
+        if a.kind != "state" and a.src.cluster == a.dst.cluster and a.src in level and a.dst in level:
+            style.minlen[a] = max(1, level[a.dst] - level[a.src])
     several = len(picture.runs) > 1
     below = None
     for row in rows(picture.runs):
@@ -108,8 +111,9 @@ def _unrolled(g, picture, clustered, style, backward):
             g.edge(a.anchor, b.anchor, style="invis")
         for slot in line:
             for box in slot.boxes:
-                for _ in range(HOLD):
-                    g.edge(slot.anchor, box.id, style="invis", minlen=str(level.get(box, 1)))
+                if box not in has_in:
+                    for _ in range(HOLD):
+                        g.edge(slot.anchor, box.id, style="invis", minlen=str(level.get(box, 1)))
         above = {slot.step: slot.anchor for slot in line}
         for slot in below or ():              # each step stands on the same step of the row below
             for box in slot.boxes:
@@ -150,6 +154,7 @@ class _Style:
 
     def __init__(self, show_shapes, scale, reverse_state):
         self.show_shapes, self.scale, self.reverse_state = show_shapes, scale, reverse_state
+        self.minlen = {}                        # arrow -> ranks it spans at least (set by the layout)
 
     def node(self, g, box):
         attrs = dict(STYLE[box.kind])
@@ -176,6 +181,8 @@ class _Style:
 
     def edge(self, g, arrow, detail):
         attrs = dict(EDGE[arrow.kind])
+        if self.minlen.get(arrow, 1) > 1:
+            attrs["minlen"] = str(self.minlen[arrow])
         if arrow.label:
             shape = self.show_shapes and detail == "cells" and arrow.shape is not None
             attrs["label"] = arrow.label + (" " + _shape(arrow.shape) if shape else "")
