@@ -13,7 +13,7 @@ from .tape import Record, Scope, Tape, enable_grad, is_grad_enabled, no_grad, sc
 from .tensor import Tensor, get_default_dtype, set_default_dtype, tensor
 from .gradcheck import gradcheck, gradgradcheck
 from . import nn, optim
-from . import check, testing
+from . import check, testing, viz
 from .serialization import load, save
 
 __version__ = "0.1.0"
