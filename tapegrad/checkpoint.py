@@ -56,7 +56,7 @@ def checkpoint(fn, *args):
     packed = np.concatenate([t.data.ravel() for t in flat])
     packed.setflags(write=False)
     parents = tuple(t._node or t for t in inputs) + tuple(params)
-    saved = tuple(t.data for t in (*inputs, *params))
+    saved = tuple(_compact(t.data) for t in inputs) + tuple(p.data for p in params)
     spec = dict(fn=fn, rebuild_args=rebuild_args, n_inputs=len(inputs), params=params,
                 shapes=[t.shape for t in flat], rng_states=rng_states)
     rec = Record(_CHECKPOINT, parents, saved, None, spec, packed.shape, packed.dtype,
@@ -98,6 +98,11 @@ def _recompute_grads(g, ans, *saved, fn, rebuild_args, n_inputs, params, shapes,
 _CHECKPOINT = Op("checkpoint", None, Joint(_recompute_grads), keep="inputs")
 
 
+def _compact(array):
+    """A view is copied, so that keeping a segment's inputs does not keep the arrays they view alive."""
+    return array if array.base is None else np.array(array)
+
+
 def _parameters_read(flat, fresh, first):
     """Leaf Tensors requiring grad that `flat` depends on, other than fn's inputs `fresh` (its parameters).
     A record older than `first` means fn read a computed Tensor that was not passed in: refused."""
@@ -121,18 +126,24 @@ def _parameters_read(flat, fresh, first):
 
 def _flatten(obj):
     """The Tensors in a nested tuple/list structure, and a function rebuilding it from new Tensors
-    (other values are kept as they are)."""
+    (other values are kept as they are). The rebuild function holds no reference to the Tensors."""
     if isinstance(obj, Tensor):
-        return [obj], lambda ts: ts[0]
+        return [obj], _first
     if isinstance(obj, (tuple, list)):
         parts = [_flatten(o) for o in obj]
-        sizes = [len(p[0]) for p in parts]
+        sizes = [len(tensors) for tensors, _ in parts]
+        subs = [sub for _, sub in parts]
+        kind = type(obj)
 
         def rebuild(ts):
             out, i = [], 0
-            for (_, sub), n in zip(parts, sizes):
+            for sub, n in zip(subs, sizes):
                 out.append(sub(ts[i:i + n]))
                 i += n
-            return type(obj)(out)
-        return [t for p in parts for t in p[0]], rebuild
+            return kind(out)
+        return [t for tensors, _ in parts for t in tensors], rebuild
     return [], lambda ts: obj
+
+
+def _first(ts):
+    return ts[0]

@@ -38,7 +38,8 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, 
     Returns outputs (batch, T, H) or (T, batch, H), and the final state.
 
     For a built-in cell (a RecurrentCell whose forward is not overridden) and a tensor xs, the input
-    projection x W_x + b of all steps is one matmul before the loop and each step runs `recurrence`;
+    projection x W_x + b of all steps (of each segment, with checkpoint_every) is one matmul before the
+    loop and each step runs `recurrence`;
     otherwise (a list xs, any other cell) each step runs the cell's forward. Values and gradients agree.
     """
     listed = isinstance(xs, (list, tuple))
@@ -53,6 +54,8 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, 
 
     def run(state, xs, steps):
         """Steps `steps` (a range; xs holds exactly those steps) from `state`: (outputs, final state)."""
+        if project:
+            xs = cell.input_projection(xs)                        # all these steps with one matmul
         outputs = []
         for t in steps:
             if truncate and t and t % truncate == 0:
@@ -65,21 +68,19 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, 
                     new = _map(lambda a, b: where(mask, a, b), new, state)
             outputs.append(out)
             state = new
-        return outputs, state
+        return stack(outputs, axis=time_axis), state
 
+    time_axis = 0 if time_major else 1
     with scope(_label(cell)):
-        if project:
-            xs = cell.input_projection(xs)                        # all T steps with one matmul
         if checkpoint_every is None:
-            outputs, state = run(state, xs, range(T))
-        else:
-            outputs = []
-            for start in range(0, T, checkpoint_every):
-                steps = range(start, min(start + checkpoint_every, T))
-                segment = _segment(xs, steps, listed or time_major)
-                outs, state = checkpoint(lambda s, x, steps=steps: run(s, x, steps), state, segment)
-                outputs.extend(outs)
-        return stack(outputs, axis=0 if time_major else 1), state
+            return run(state, xs, range(T))
+        segments = []                   # each segment keeps only its inputs and final state; its records
+        for start in range(0, T, checkpoint_every):              # are recomputed in backward
+            steps = range(start, min(start + checkpoint_every, T))
+            segment = _segment(xs, steps, listed or time_major)
+            out, state = checkpoint(lambda s, x, steps=steps: run(s, x, steps), state, segment)
+            segments.append(out)
+        return concat(segments, axis=time_axis), state
 
 
 def _segment(xs, steps, time_first):
