@@ -2,14 +2,16 @@
 
 Trains an Elman RNN written from tapegrad ops on the min-char-rnn cos-regression seed (predict the
 next value of a noisy cos from the values so far), checks its BPTT gradients against finite
-differences, prints a two-step tape, and draws the unrolled graph.
+differences, prints a two-step tape, and draws the unrolled graph (SVG, when Graphviz is installed).
 """
 import argparse
+import pathlib
 import time
 
 import numpy as np
 
 import tapegrad as tg
+import tapegrad.viz
 from tapegrad.optim import Adagrad
 
 
@@ -96,6 +98,15 @@ def main(argv=None):
     with tg.Tape() as tape:
         rnn_loss(small, xs[:1, :2], ys[:1, :2])
     print("   " + str(tape).replace("\n", "\n   "))
+
+    print("4. The unrolled graph of a four-step unroll, for slides")
+    with tg.Tape() as tape:
+        rnn_loss(small, xs[:1, :4], ys[:1, :4])
+    try:
+        path = tg.viz.render(tape, pathlib.Path(args.out) / "unrolled.svg")
+        print(f"   wrote {path}")
+    except tg.TapegradError as e:
+        print(f"   not rendered: {e}")
     print(f"Done in {time.perf_counter() - start:.1f} s.")
 
 
