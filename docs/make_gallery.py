@@ -111,7 +111,7 @@ def main():
     for name, make in cells.items():
         r = rng()
         loss, tape = long_sequence(make(r), 50, r)
-        figures[f"grads_{name}"] = (loss, dict(detail="cells", max_steps=8, show_grads=True))
+        figures[f"grads_{name}"] = (loss, dict(detail="cells", max_steps=6, show_grads=True))
         flows[name] = (loss, tape)
     for name, (target, options) in figures.items():
         for fmt in ("svg", "png"):

@@ -48,7 +48,8 @@ def rows(runs):
 def levels(picture):
     """How far above its step's anchor each box is to sit: the same for the boxes that play the same
     part at every step of a run, so the steps line up (the longest path up to that part, at any step).
-    The elided box sits right above its anchor (raising it too trips Graphviz's ranking).
+    At cell detail the elided box sits level with the cells its state flows into; at op detail right
+    above its anchor (raising it there trips Graphviz's ranking).
     """
     below = {}
     for a in picture.arrows:
@@ -67,7 +68,12 @@ def levels(picture):
     for box in placed:
         key = (box.cluster[0], box.key)
         level[key] = max(level.get(key, 1), up(box))
-    return {box: level[(box.cluster[0], box.key)] for box in placed}
+    out = {box: level[(box.cluster[0], box.key)] for box in placed}
+    if picture.detail == "cells":
+        for a in picture.arrows:
+            if a.kind == "state" and a.src.kind == "elided" and a.dst in out:
+                out[a.src] = max(out.get(a.src, 1), out[a.dst])
+    return out
 
 
 def sources_and_sinks(arrows):

@@ -84,22 +84,23 @@ def _box(node, graph, view, detail, elided):
     if view == "rolled" and node.placed:
         if cell:
             return Box(f"u{run}_{_slug(node.unit)}", "cell", _unit_title(node, graph), None, (run, None))
-        title = node.name + "ₜ" if node.kind == "input" and node.name else _title(node)
-        return Box(f"k{run}_{_slug(node.key)}", node.kind, title, node.shape, (run, None))
+        return Box(f"k{run}_{_slug(node.key)}", node.kind, _title(node, "ₜ"), node.shape, (run, None))
     cluster = (run, node.step) if node.placed else None
     if cell:
         return Box(f"u{run}_{node.step}_{_slug(node.unit)}", "cell", _unit_title(node, graph), None, cluster,
                    key=("cell", node.unit))
-    title = _title(node)
-    if node.kind == "input" and node.placed and node.name and node.name.isidentifier() and not node.name[-1].isdigit():
-        title += str(node.step).translate(SUBSCRIPTS)
-    return Box(node.id, node.kind, title, node.shape, cluster, node.grad, node.key)
+    step = str(node.step).translate(SUBSCRIPTS) if node.placed else ""
+    return Box(node.id, node.kind, _title(node, step), node.shape, cluster, node.grad, node.key)
 
 
-def _title(node):
+def _title(node, step=""):
+    """An op's name ("h = tanh" when its tensor is named); an input's name, with the step as a subscript
+    when the name is a plain identifier (x -> x₃)."""
     if node.kind == "op":
         return f"{node.name} = {node.op}" if node.name else node.op
-    return node.name or node.op or node.kind
+    name = node.name or node.op or node.kind
+    subscript = node.kind == "input" and name.isidentifier() and not name[-1].isdigit()
+    return name + step if subscript else name
 
 
 def _unit_title(node, graph):
