@@ -60,7 +60,6 @@ def extract(target):
     """The Graph of a Tensor (everything it depends on) or of a Tape (everything recorded on it)."""
     records, target_record = _records(target)
     base = records[0].index
-    in_graph = set(records)
     nodes, edges, node_of = [], [], {}
     for rec in records:
         node = Node(f"n{rec.index - base}", "op", rec.op, _tensor_name(rec), rec.shape, _grad_norm(rec.tensor()))
@@ -69,7 +68,7 @@ def extract(target):
                 continue
             src = node_of.get(parent)
             if src is None:
-                src = node_of[parent] = _leaf(parent, f"v{rec.index - base}_{pos}", in_graph)
+                src = node_of[parent] = _leaf(parent, f"v{rec.index - base}_{pos}")
                 nodes.append(src)
             edges.append(Edge(src, node, "param" if src.kind == "param" else "data"))
             src.consumers.append(node)
@@ -103,7 +102,7 @@ def _index(rec):
     return rec.index
 
 
-def _leaf(value, id, in_graph):
+def _leaf(value, id):
     """Node for an input that is not an op of the graph: a leaf tensor, or a record made before the tape."""
     if isinstance(value, Record):
         return Node(id, "input", value.op, _tensor_name(value), value.shape, None)
@@ -142,13 +141,14 @@ def _place(records, node_of):
         run = _run_for(ts, recs, runs, current, node_of)
         for rec in recs:
             node_of[rec].run, node_of[rec].step = run.index, ts.t
-    nested = {n.run for rec in blocks.values() for r in rec for n in [node_of[r]]
-              if r.scope.path != runs[n.run].path}
+    # Ops made directly in a run's module are its cell, unless the run calls submodules: then they are
+    # glue around the cells (unroll's slicing of the inputs) and stay ops.
+    nested = {node_of[r].run for recs in blocks.values() for r in recs if r.scope.path != runs[node_of[r].run].path}
     for recs in blocks.values():
         for rec in recs:
             node = node_of[rec]
             outer = runs[node.run].path
-            node.unit = _unit(rec.scope.path, outer) if rec.scope.path != outer or node.run not in nested else ""
+            node.unit = "" if rec.scope.path == outer and node.run in nested else _unit(rec.scope.path, outer)
     for rec in records:                      # ops outside time join the one step all their inputs come from
         node = node_of[rec]
         if not node.placed:
@@ -159,7 +159,6 @@ def _place(records, node_of):
             node.run, node.step = _common_step(node.consumers, first=True)
     for run in runs:
         run.steps.sort()
-        run.label = run.path
     _label_runs(runs, node_of)
     _key_nodes(node_of.values())
     return runs
@@ -254,7 +253,7 @@ def _mark_states(edges, runs):
             run.reverse = d.step < s.step
             if s.key not in run.states:
                 names = run.states.values()
-                run.states[s.key] = s.name or (_fresh("h", "c", names) if s.unit == d.unit else _fresh("y", "y", names))
+                run.states[s.key] = s.name or _fresh(("h", "c") if s.unit == d.unit else ("y",), names)
     _name_initial_states(edges, runs)
     for (a, b), es in sorted(into.items()):
         last = runs[a].steps[0 if runs[a].reverse else -1]
@@ -282,8 +281,8 @@ def _name_initial_states(edges, runs):
         leaf.name = "initial " + ", ".join(names)
 
 
-def _fresh(first, second, taken):
-    """`first`, else `second`, else `first` numbered: a state name not yet used in the run."""
-    for name in (first, second) + tuple(f"{first}{i}" for i in range(1, 100)):
-        if name not in taken:
-            return name
+def _fresh(names, taken):
+    """The first of `names` not yet used in the run, else the first numbered (h2, y1, ...)."""
+    free = [n for n in names if n not in taken]
+    return free[0] if free else next(f"{names[0]}{i}" for i in range(1, len(taken) + 2)
+                                     if f"{names[0]}{i}" not in taken)

@@ -2,10 +2,10 @@
 
 Inside a step values flow across the ranks (bottom to top for a left-to-right timeline); state and
 parameter edges do not constrain ranks, and the boxes playing the same part at every step stand at
-the same height above their step's anchor, so the steps of a run line up. Invisible anchors, one per step at its bottom, are chained by
-flat edges: that fixes the time order. A run that starts from another's final state (a decoder after
-its encoder) continues that run's row; any other run (a second layer, a backward direction) gets a
-row above the rows before it.
+the same height above their step's anchor, so the steps of a run line up. The anchors, one below each
+step, are chained by flat edges: that fixes the time order. A run that starts from another's final
+state (a decoder after its encoder) continues that run's row; any other run (a second layer, a
+backward direction) gets a row above the rows before it.
 """
 
 
