@@ -53,6 +53,8 @@ def build(graph, view="unrolled", detail="ops", max_steps=None):
             box.is_target = box.is_target or node is graph.target
             if box.id.startswith("p_"):                     # a module's parameters: one row each
                 box.rows.append((node.name.rsplit(".", 1)[-1], node.shape))
+                if node.grad is not None:                   # coloured by the largest gradient among them
+                    box.grad = max(box.grad or 0.0, node.grad)
         where[node] = box
     arrows = _arrows(graph, where, view)
     _cell_grads(graph, where)
