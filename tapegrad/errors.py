@@ -29,6 +29,10 @@ class GraphError(TapegradError, RuntimeError):
     """Misuse of the recorded graph: backward through a freed graph, non-scalar backward without a gradient."""
 
 
+class RenderError(TapegradError, RuntimeError):
+    """No Graphviz backend can write the requested format, or the backend failed; says what to install."""
+
+
 class AnomalyError(TapegradError, FloatingPointError):
     """A NaN or Inf produced inside `detect_anomaly()`; names the record that produced it."""
 

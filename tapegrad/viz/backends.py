@@ -3,6 +3,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..errors import InvalidValueError, RenderError
+
 BACKENDS = ("dot", "graphviz-pure")      # tried in this order
 FORMATS = ("svg", "png", "pdf")
 NO_PDF = {"graphviz-pure"}
@@ -12,14 +14,14 @@ def render(target, path, format=None, **draw_options):
     """Draw `target` (see `draw`) and write it to `path` as svg, png or pdf; return the path written.
 
     format defaults to the path's suffix (svg when it has none). Without a backend that can write
-    the format, the DOT source is written next to `path` (as .dot) and a RuntimeError says what to install.
+    the format, the DOT source is written next to `path` (as .dot) and a RenderError says what to install.
     """
     from .dot import draw
 
     path = Path(path)
     format = format or path.suffix.lstrip(".").lower() or "svg"
     if format not in FORMATS:
-        raise ValueError(f"render: format must be one of {FORMATS}, got {format!r}")
+        raise InvalidValueError(f"render: format must be one of {FORMATS}, got {format!r}")
     if not path.suffix:
         path = path.with_suffix("." + format)
     return str(write(draw(target, **draw_options).source, path, format))
@@ -38,11 +40,11 @@ def write(source, path, format):
     if not found:
         dot_path = path.with_suffix(".dot")
         dot_path.write_text(source, encoding="utf-8")
-        raise RuntimeError(_missing(format, dot_path))
+        raise RenderError(_missing(format, dot_path))
     result = subprocess.run([shutil.which(found[0]), f"-T{format}", "-o", str(path)], input=source.encode("utf-8"),
                             capture_output=True)
     if result.returncode != 0:
-        raise RuntimeError(f"render: {found[0]} failed (exit {result.returncode}): "
+        raise RenderError(f"render: {found[0]} failed (exit {result.returncode}): "
                            f"{result.stderr.decode(errors='replace').strip()}")
     return path
 

@@ -5,6 +5,7 @@ from .colors import NO_GRAD, LogScale
 from .graph import extract
 from .layout import levels, rows, sources_and_sinks, timeline
 from .views import build
+from ..errors import InvalidValueError
 
 FONT = "Helvetica"
 STATE = "#1f4e8c"          # the chain through time
@@ -39,9 +40,9 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
     import graphviz
 
     if rankdir not in TIME:
-        raise ValueError(f"draw: rankdir must be one of {tuple(TIME)}, got {rankdir!r}")
+        raise InvalidValueError(f"draw: rankdir must be one of {tuple(TIME)}, got {rankdir!r}")
     if show_grads and view == "rolled":
-        raise ValueError("draw: show_grads needs view='unrolled' (the rolled view merges the time steps)")
+        raise InvalidValueError("draw: show_grads needs view='unrolled' (the rolled view merges the time steps)")
     picture = build(extract(target), view, detail, max_steps)
     scale = _scale(picture) if show_grads else None
     g = graphviz.Digraph(graph_attr=dict(rankdir=TIME[rankdir][0], newrank="true", fontname=FONT, fontsize="16",
@@ -136,7 +137,7 @@ def _scale(picture):
     norms = [b.grad for b in picture.boxes if b.grad is not None]
     norms += [a.grad for a in picture.arrows if a.grad is not None]
     if not norms:
-        raise ValueError("draw: show_grads=True but no gradient was found; call backward first, and run the "
+        raise InvalidValueError("draw: show_grads=True but no gradient was found; call backward first, and run the "
                          "forward inside `with tapegrad.Tape(retain_grads=True) as tape:` (keeping `tape`) to "
                          "keep the gradients of intermediate values")
     return LogScale(norms)

@@ -2,6 +2,7 @@
 import math
 
 from .graph import extract
+from ..errors import InvalidValueError
 
 
 class GradientFlow:
@@ -51,7 +52,7 @@ def gradient_flow(target, plot=True, ax=None, label=None):
     at = {(n.run, n.step, n.key): n for n in graph.nodes if n.placed}
     runs = [run for run in graph.runs if run.states]
     if not runs:
-        raise ValueError("gradient_flow: no recurrent state found (no value passes from one time step to the "
+        raise InvalidValueError("gradient_flow: no recurrent state found (no value passes from one time step to the "
                          "next inside tapegrad.scope(t=...))")
     steps = sorted({t for run in runs for t in run.steps})
     series = {}
@@ -60,7 +61,7 @@ def gradient_flow(target, plot=True, ax=None, label=None):
             nodes = [at.get((run.index, t, key)) for t in steps]
             series[f"{run.label} {name}" if len(runs) > 1 else name] = [n.grad if n else None for n in nodes]
     if all(g is None for norms in series.values() for g in norms):
-        raise ValueError("gradient_flow: the state's gradients were not kept; run the forward inside "
+        raise InvalidValueError("gradient_flow: the state's gradients were not kept; run the forward inside "
                          "`with tapegrad.Tape(retain_grads=True) as tape:`, keep `tape`, and call backward")
     flow = GradientFlow(steps, series)
     if plot and _has_matplotlib():

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..tape import Record, Tape
 from ..tensor import Tensor
+from ..errors import ArgumentError, InvalidValueError
 
 
 class Node:
@@ -82,12 +83,12 @@ def extract(target):
 def _records(target):
     if isinstance(target, Tape):
         if not target.records:
-            raise ValueError("draw: the tape is empty (record ops inside its `with` block)")
+            raise InvalidValueError("draw: the tape is empty (record ops inside its `with` block)")
         return sorted(target.records, key=_index), None
     if not isinstance(target, Tensor):
-        raise TypeError(f"draw: expected a Tensor or a Tape, got {type(target).__name__}")
+        raise ArgumentError(f"draw: expected a Tensor or a Tape, got {type(target).__name__}")
     if target.record is None:
-        raise ValueError("draw: this tensor is a leaf, nothing was recorded to make it "
+        raise InvalidValueError("draw: this tensor is a leaf, nothing was recorded to make it "
                          "(draw a result computed from tensors with requires_grad=True)")
     seen, stack = {target.record}, [target.record]
     while stack:

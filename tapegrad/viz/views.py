@@ -5,6 +5,8 @@ one box per cell call and step for `detail="cells"`, one box for all elided step
 per position in the step for the rolled view. Edges follow the map; duplicates merge, and state
 edges that the rolled view folds onto themselves become the recurrent self-edge.
 """
+from ..errors import InvalidValueError
+
 SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 
@@ -41,9 +43,9 @@ class Picture:
 def build(graph, view="unrolled", detail="ops", max_steps=None):
     """The Picture of `graph` for one view ("unrolled" | "rolled") and detail ("ops" | "cells")."""
     if view not in ("unrolled", "rolled"):
-        raise ValueError(f"draw: view must be 'unrolled' or 'rolled', got {view!r}")
+        raise InvalidValueError(f"draw: view must be 'unrolled' or 'rolled', got {view!r}")
     if detail not in ("ops", "cells"):
-        raise ValueError(f"draw: detail must be 'ops' or 'cells', got {detail!r}")
+        raise InvalidValueError(f"draw: detail must be 'ops' or 'cells', got {detail!r}")
     elided = _elided(graph.runs, max_steps) if view == "unrolled" else {}
     boxes, where = {}, {}
     for node in graph.nodes:
@@ -66,7 +68,7 @@ def _elided(runs, max_steps):
     if max_steps is None:
         return {}
     if max_steps < 2:
-        raise ValueError(f"draw: max_steps must be at least 2 (the first and last step), got {max_steps}")
+        raise InvalidValueError(f"draw: max_steps must be at least 2 (the first and last step), got {max_steps}")
     head, tail = (max_steps + 1) // 2, max_steps // 2
     return {run.index: set(run.steps[head:len(run.steps) - tail]) for run in runs if len(run.steps) > max_steps}
 
