@@ -203,18 +203,6 @@ def unbroadcast(g, shape):
     return g.reshape(shape) if lead else g
 
 
-def _accumulate(grads, owned, node, g):
-    prev = grads.get(node)
-    if prev is None:
-        grads[node] = g
-    elif node in owned:
-        prev += g
-    else:
-        grads[node] = prev + g
-        if type(prev) is np.ndarray:
-            owned.add(node)
-
-
 def _store_grad(t, g):
     """Add `g` into `t.grad`; the stored array is always the tensor's own (never a shared view)."""
     if isinstance(g, Tensor):           # backward(create_graph=True): .grad stays a plain array
