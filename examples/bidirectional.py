@@ -73,7 +73,7 @@ def main(argv=None):
     parser = example_parser(__doc__, "out/bidirectional")
     parser.add_argument("--symbols", type=int, default=10, help="alphabet size K (default 10)")
     parser.add_argument("--length", type=int, default=16, help="sequence length T (default 16)")
-    parser.add_argument("--hidden", type=int, default=16, help="units per direction of the bidirectional LSTM (default 16)")
+    parser.add_argument("--hidden", type=int, default=16, help="units per direction (default 16)")
     parser.add_argument("--steps", type=int, default=1500, help="training steps, one fresh batch each (default 1500)")
     parser.add_argument("--batch", type=int, default=64, help="sequences per batch (default 64)")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")

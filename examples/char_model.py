@@ -48,15 +48,15 @@ class CharLSTM(nn.Module):
     def __init__(self, vocab, hidden, layers, rng):
         super().__init__()
         self.vocab = vocab
-        self.cells = [nn.LSTMCell(vocab + (hidden if l else 0), hidden, rng=rng) for l in range(layers)]
+        self.cells = [nn.LSTMCell(vocab + (hidden if i else 0), hidden, rng=rng) for i in range(layers)]
         self.head = nn.Linear(hidden * layers, vocab, rng=rng)
 
     def forward(self, ids, state=None):
         x = tg.one_hot(ids, self.vocab)
         state = [None] * len(self.cells) if state is None else state
         hs, finals = [], []
-        for l, (cell, s) in enumerate(zip(self.cells, state)):
-            h, s = nn.unroll(cell, tg.concat([x, hs[-1]], axis=-1) if l else x, s)
+        for i, (cell, s) in enumerate(zip(self.cells, state)):
+            h, s = nn.unroll(cell, tg.concat([x, hs[-1]], axis=-1) if i else x, s)
             hs.append(h)
             finals.append(s)
         return self.head(tg.concat(hs, axis=-1)), finals

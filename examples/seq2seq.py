@@ -166,7 +166,7 @@ def main(argv=None):
     write_csv(out / "heldout.csv", {"words": [" ".join(words(int(n))) for n in test], "target": test,
                                     "decoded": decoded, "correct": correct.astype(int)})
     write_csv(out / "loss.csv", {"epoch": np.arange(1, args.epochs + 1), "cross_entropy": losses})
-    plot_lines(out / "loss.png", {"training cross-entropy": losses}, title="seq2seq training", xlabel="epoch", logy=True)
+    plot_lines(out / "loss.png", {"cross-entropy": losses}, title="seq2seq training", xlabel="epoch", logy=True)
     graph = render_graph(model, 54, out / "encoder_decoder.svg")
     results = {"heldout_exact_match": accuracy, "heldout": len(test), "train": len(train), "epochs": args.epochs,
                "weights": model.num_parameters(), "final_loss": losses[-1],

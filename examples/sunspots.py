@@ -5,14 +5,17 @@ Task (the lecture's). Predict the yearly mean sunspot number x(t) of year t from
 `--csv FILE` with columns year,value (a header row is skipped).
 
 Split and scaling (the lecture states none; this is the classic benchmark split of Weigend, Huberman and
-Rumelhart, 1990): training targets are the years up to 1920, test targets 1921-1955 and 1956-1979.
-Values are standardised with the mean and standard deviation of the years up to 1920.
-NMSE = mean squared error / variance of the targets of the same period (1 = predicting that period's mean).
+Rumelhart, 1990): the years up to 1920 are for fitting, 1921-1955 and 1956-1979 are the test periods.
+Of the fitting years, 1901-1920 (--valid-from) are a validation period for early stopping: the weights
+kept are those of the evaluation (every --eval-every epochs) with the lowest validation NMSE; training
+targets are the years before it. Values are standardised with the mean and standard deviation of the
+years up to 1920. NMSE = mean squared error / variance of the targets of the same period (1 = predicting
+that period's mean).
 
 Models, each with one linear output:
   persistence  x(t) predicted as x(t-1); the baseline every model must beat.
   tdnn         the lecture's time-delay MLP: x(t-1), x(t-2), x(t-3), x(t-6), x(t-12) -> 4 tanh -> 1
-               (29 weights), trained on all training patterns (targets 1712-1920) at once with Adam.
+               (29 weights), trained on all training patterns (targets from 1712) at once with Adam.
   elman        RNNCell(1, 5) -> 1 (41 weights) reading x(t-1) at step t: the state is a detached copy of
                h(t-1) (truncate = 1) and the weights are updated after every year, in order (the lecture's
                online procedure; a pass over the training years is one epoch).
@@ -26,7 +29,6 @@ state; the TDNN on every year with its 12 earlier years known.
 import csv
 import importlib.util
 import pathlib
-import sys
 
 import numpy as np
 
@@ -38,7 +40,7 @@ from common import example_parser, finish, out_dir, plot_lines, progress, write_
 from lecture_shared import RecurrentHead, stateful_epoch
 
 LAGS = (1, 2, 3, 6, 12)
-TRAIN_END, TESTS = 1920, ((1921, 1955), (1956, 1979))
+TRAIN_END, TESTS = 1920, ((1921, 1955), (1956, 1979))          # the last fitting year, the test periods
 RECURRENT = ("elman", "bptt", "tbptt", "lstm")
 
 
@@ -83,35 +85,59 @@ class TDNN(nn.Module):
         return self.out(tg.tanh(self.hidden(x)))
 
 
-def train_tdnn(x, train_idx, epochs, lr, rng):
+def fit(model, epoch, predict, valid, epochs, eval_every, desc):
+    """Run `epoch()` (-> mean loss) `epochs` times; every `eval_every` epochs score predict(model) on the
+    boolean mask `valid` of (predictions, truth) and finally restore the weights that scored best.
+    Returns (losses, best epoch)."""
+    losses, best = [], (np.inf, 0, None)
+    for i in progress(range(1, epochs + 1), f"{desc} epochs", every=max(1, epochs // 5)):
+        losses.append(epoch())
+        if i % eval_every == 0 or i == epochs:
+            pred, truth = predict(model)
+            score = nmse(pred[valid], truth[valid])
+            if score < best[0]:
+                best = (score, i, model.state_dict())
+    model.load_state_dict(best[2])
+    return losses, best[1]
+
+
+def tdnn_predictions(model, x):
+    """Entry t predicts x(t) from its delayed values (NaN for the first max(LAGS) years)."""
+    with tg.no_grad():
+        y = model(delay_patterns(x, np.arange(max(LAGS), len(x)))).data.ravel()
+    return np.r_[np.full(max(LAGS), np.nan), y]
+
+
+def train_tdnn(x, train_idx, valid, args, rng):
     model = TDNN(rng)
     inputs, targets = delay_patterns(x, train_idx), x[train_idx, None]
-    opt = Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in progress(range(epochs), "tdnn epochs", every=max(1, epochs // 5)):
+    opt = Adam(model.parameters(), lr=args.lr)
+
+    def epoch():
         opt.zero_grad()
         loss = tg.mse_loss(model(inputs), targets)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    return model, losses
+        return loss.item()
+    return model, fit(model, epoch, lambda m: (tdnn_predictions(m, x), x), valid, args.tdnn_epochs, args.eval_every,
+                      "tdnn")
 
 
-def train_recurrent(kind, x, n_train, args, rng):
+def train_recurrent(kind, x, n_train, valid, args, rng):
     """Train one recurrent model on the stream x[0 .. n_train] (input x(t-1), target x(t))."""
     cell = nn.LSTMCell(1, 5, rng=rng) if kind == "lstm" else nn.RNNCell(1, 5, rng=rng)
     model = RecurrentHead([cell], 1, rng=rng)
     inputs, targets = x[None, :n_train, None], x[None, 1:n_train + 1, None]
     chunk = {"elman": 1, "bptt": n_train}.get(kind, args.chunk)
-    epochs = args.elman_epochs if kind == "elman" else args.epochs
-    opt = SGD(model.parameters(), lr=args.elman_lr) if kind == "elman" else Adam(model.parameters(), lr=args.lr)
-    losses = []
-    for epoch in progress(range(epochs), f"{kind} epochs", every=max(1, epochs // 5)):
-        losses.append(stateful_epoch(model, inputs, targets, chunk, opt, tg.mse_loss))
-    return model, losses
+    if kind == "elman":
+        opt, epochs, every = SGD(model.parameters(), lr=args.elman_lr), args.elman_epochs, 1
+    else:
+        opt, epochs, every = Adam(model.parameters(), lr=args.lr), args.epochs, args.eval_every
+    epoch = lambda: stateful_epoch(model, inputs, targets, chunk, opt, tg.mse_loss)  # noqa: E731
+    return model, fit(model, epoch, lambda m: (recurrent_predictions(m, x), x), valid, epochs, every, kind)
 
 
-def predict_recurrent(model, x):
+def recurrent_predictions(model, x):
     """One-step predictions over the whole record: entry t predicts x(t) from x(0 .. t-1) (entry 0 is NaN)."""
     with tg.no_grad():
         y, _ = model(x[None, :-1, None])
@@ -121,63 +147,59 @@ def predict_recurrent(model, x):
 def main(argv=None):
     parser = example_parser(__doc__, "out/sunspots")
     parser.add_argument("--csv", help="CSV file of year,value rows (default: statsmodels' bundled series)")
-    parser.add_argument("--epochs", type=int, default=1500,
-                        help="epochs of the TDNN, bptt, tbptt and lstm models (default 1500)")
+    parser.add_argument("--tdnn-epochs", type=int, default=5000, help="full-batch epochs of the TDNN (default 5000)")
+    parser.add_argument("--epochs", type=int, default=1500, help="epochs of the bptt, tbptt and lstm nets (default 1500)")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     parser.add_argument("--elman-epochs", type=int, default=200, help="online passes of the Elman net (default 200)")
-    parser.add_argument("--elman-lr", type=float, default=0.01, help="SGD learning rate of the Elman net (default 0.01)")
+    parser.add_argument("--elman-lr", type=float, default=0.01, help="Elman SGD learning rate (default 0.01)")
     parser.add_argument("--chunk", type=int, default=20, help="years per truncated-BPTT chunk (default 20)")
+    parser.add_argument("--valid-from", type=int, default=1901,
+                        help="first year of the early-stopping validation period, which ends 1920 (default 1901)")
+    parser.add_argument("--eval-every", type=int, default=10,
+                        help="epochs between validation scores (default 10; every online pass for elman)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs, args.elman_epochs = 150, 20
+        args.tdnn_epochs, args.epochs, args.elman_epochs = 1000, 80, 10
     out = out_dir(args.out)
     rng = np.random.default_rng(args.seed)
 
     years, raw = load_series(args.csv)
-    n_train = int(np.searchsorted(years, TRAIN_END, side="right")) - 1     # last training target index
-    mean, std = raw[:n_train + 1].mean(), raw[:n_train + 1].std()
+    n_fit = int(np.searchsorted(years, TRAIN_END, side="right"))          # years up to TRAIN_END
+    n_train = int(np.searchsorted(years, args.valid_from)) - 1          # index of the last training target
+    mean, std = raw[:n_fit].mean(), raw[:n_fit].std()
     x = ((raw - mean) / std).astype(np.float32)
-    print(f"{len(years)} years {years[0]}-{years[-1]}; training targets up to {TRAIN_END}, "
-          f"test {', '.join(f'{a}-{b}' for a, b in TESTS)}")
+    periods = {"train": (years[max(LAGS)], years[n_train]), "valid": (args.valid_from, TRAIN_END),
+               **{f"{a}-{b}": (a, b) for a, b in TESTS}}
+    masks = {name: (years >= a) & (years <= b) for name, (a, b) in periods.items()}
+    print(f"{len(years)} years {years[0]}-{years[-1]}; training targets {years[n_train]} and before, validation "
+          f"{args.valid_from}-{TRAIN_END}, test " + ", ".join(f"{a}-{b}" for a, b in TESTS))
 
-    preds = {"persistence": np.r_[np.nan, x[:-1]]}
-    train_idx = np.arange(max(LAGS), n_train + 1)
-    tdnn, losses = train_tdnn(x, train_idx, args.epochs, args.lr, rng)
-    with tg.no_grad():
-        lagged = tdnn(delay_patterns(x, np.arange(max(LAGS), len(x)))).data.ravel()
-    preds["tdnn"] = np.r_[np.full(max(LAGS), np.nan), lagged]
-    curves, weights = {"tdnn": losses}, {"persistence": 0, "tdnn": tdnn.num_parameters()}
+    preds, curves, weights, best = {"persistence": np.r_[np.nan, x[:-1]]}, {}, {"persistence": 0}, {}
+    model, (curves["tdnn"], best["tdnn"]) = train_tdnn(x, np.arange(max(LAGS), n_train + 1), masks["valid"], args, rng)
+    preds["tdnn"], weights["tdnn"] = tdnn_predictions(model, x), model.num_parameters()
     for kind in RECURRENT:
-        model, curves[kind] = train_recurrent(kind, x, n_train, args, rng)
-        preds[kind] = predict_recurrent(model, x)
-        weights[kind] = model.num_parameters()
+        model, (curves[kind], best[kind]) = train_recurrent(kind, x, n_train, masks["valid"], args, rng)
+        preds[kind], weights[kind] = recurrent_predictions(model, x), model.num_parameters()
 
-    table = {}
-    for name, p in preds.items():
-        row = {"weights": weights[name], "train": nmse(p[train_idx], x[train_idx])}
-        for a, b in TESTS:
-            m = (years >= a) & (years <= b)
-            row[f"{a}-{b}"] = nmse(p[m], x[m])
-        table[name] = row
-    header = f"{'model':12s} {'weights':>7s} {'NMSE train':>11s} " + " ".join(f"{f'{a}-{b}':>10s}" for a, b in TESTS)
-    print(header)
+    table = {name: {"weights": weights[name], **{k: nmse(p[m], x[m]) for k, m in masks.items()}}
+             for name, p in preds.items()}
+    print(f"{'model':12s} {'weights':>7s} " + " ".join(f"{k:>10s}" for k in periods) + "  (NMSE)")
     for name, row in table.items():
-        print(f"{name:12s} {row['weights']:7d} {row['train']:11.4f} "
-              + " ".join(f"{row[f'{a}-{b}']:10.4f}" for a, b in TESTS))
+        print(f"{name:12s} {row['weights']:7d} " + " ".join(f"{row[k]:10.4f}" for k in periods))
 
     predictions = {name: p * std + mean for name, p in preds.items()}
     write_csv(out / "predictions.csv", {"year": years, "sunspots": raw, **predictions})
     write_csv(out / "nmse.csv", {"model": list(table), **{k: [r[k] for r in table.values()] for k in table["tdnn"]}})
     test_from = int(np.searchsorted(years, TESTS[0][0])) - 20
-    plot_lines(out / "predictions.png", {"sunspots": raw[test_from:], **{k: v[test_from:] for k, v in predictions.items()
-                                                                       if k != "persistence"}},
-               title=f"One-step predictions from {years[test_from]} (test from {TESTS[0][0]})", xlabel="year index")
+    shown = {"sunspots": raw, **{k: v for k, v in predictions.items() if k != "persistence"}}
+    plot_lines(out / "predictions.png", {k: v[test_from:] for k, v in shown.items()},
+               title=f"one-step predictions (test from {TESTS[0][0]})", xlabel=f"years since {years[test_from]}")
     plot_lines(out / "loss.png", curves, title="training loss (standardised MSE)", xlabel="epoch", logy=True)
 
     first = f"{TESTS[0][0]}-{TESTS[0][1]}"
     base = table["persistence"][first]
-    results = {"nmse": table, "years": len(years), "epochs": args.epochs, "elman_epochs": args.elman_epochs,
-               "chunk": args.chunk}
+    results = {"nmse": table, "best_epoch": best, "years": len(years), "tdnn_epochs": args.tdnn_epochs,
+               "epochs": args.epochs, "elman_epochs": args.elman_epochs, "chunk": args.chunk}
     checks = [(row[first] < base, f"{name}: NMSE {first} {row[first]:.3f} does not beat persistence {base:.3f}")
               for name, row in table.items() if name != "persistence"]
     return finish(args, results, checks)
