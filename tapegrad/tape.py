@@ -111,8 +111,13 @@ class Record:
     saved:   the input arrays backward keeps (the op declares which), or None.
     ans:     the output array if the op's derivative needs it, else None.
     """
-    __slots__ = ("fn", "parents", "saved", "ans", "params", "shape", "dtype", "scope", "index",
-                 "requires_grad", "retain", "output", "stack", "freed")
+    __slots__ = ("fn", "parents", "saved", "ans", "params", "shape", "dtype", "scope", "index", "freed",
+                 "__dict__")
+    # Rarely set, so class-level defaults (an instance dict appears only when one is set):
+    requires_grad = True     # False only for records a Tape keeps of ops on constants
+    retain = False           # backward stores the output's gradient in `output().grad`
+    output = None            # weak reference to the output Tensor (set by Tape and retain_grad)
+    stack = None             # the Python stack that recorded it (anomaly mode)
 
     def __init__(self, fn, parents, saved, ans, params, shape, dtype, scope, index):
         self.fn = fn
@@ -124,11 +129,7 @@ class Record:
         self.dtype = dtype
         self.scope = scope
         self.index = index
-        self.requires_grad = True
-        self.retain = False
-        self.output = None
-        self.stack = None
-        self.freed = False
+        self.freed = False   # backward has dropped its saved values
 
     @property
     def op(self):

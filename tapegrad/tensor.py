@@ -71,17 +71,19 @@ class Tensor:
     requires_grad: whether ops on it are recorded for backward
     name:          optional label, shown by the tape printout and the renderer
     """
-    __slots__ = ("data", "grad", "requires_grad", "name", "_node", "__weakref__")
+    __slots__ = ("data", "requires_grad", "_node", "__dict__", "__weakref__")
+    grad = None                 # class-level defaults: most tensors never get a grad or a name
+    name = None
     __array_ufunc__ = None      # `ndarray op Tensor` defers to Tensor's reflected operator, so it records
 
     def __init__(self, data, requires_grad=False, name=None, _node=None):
         if type(data) is not np.ndarray:
             data = np.asarray(data)
         self.data = data
-        self.grad = None
         self.requires_grad = requires_grad
-        self.name = name
         self._node = _node
+        if name is not None:
+            self.name = name
 
     # -- array facts --------------------------------------------------------------------------
     shape = property(lambda self: self.data.shape)
