@@ -5,12 +5,10 @@ Task (the lecture's). Predict the yearly mean sunspot number x(t) of year t from
 `--csv FILE` with columns year,value (a header row is skipped).
 
 Split and scaling (the lecture states none; this is the classic benchmark split of Weigend, Huberman and
-Rumelhart, 1990): the years up to 1920 are for fitting, 1921-1955 and 1956-1979 are the test periods.
-Of the fitting years, 1901-1920 (--valid-from) are a validation period for early stopping: the weights
-kept are those of the evaluation (every --eval-every epochs) with the lowest validation NMSE; training
-targets are the years before it. Values are standardised with the mean and standard deviation of the
-years up to 1920. NMSE = mean squared error / variance of the targets of the same period (1 = predicting
-that period's mean).
+Rumelhart, 1990): the training targets are the years up to 1920, the test periods 1921-1955 and
+1956-1979. Every model trains for a fixed number of epochs (no early stopping). Values are standardised
+with the mean and standard deviation of the years up to 1920. NMSE = mean squared error / variance of the
+targets of the same period (1 = predicting that period's mean).
 
 Models, each with one linear output:
   persistence  x(t) predicted as x(t-1); the baseline every model must beat.
@@ -85,22 +83,6 @@ class TDNN(nn.Module):
         return self.out(tg.tanh(self.hidden(x)))
 
 
-def fit(model, epoch, predict, valid, epochs, eval_every, desc):
-    """Run `epoch()` (-> mean loss) `epochs` times; every `eval_every` epochs score predict(model) on the
-    boolean mask `valid` of (predictions, truth) and finally restore the weights that scored best.
-    Returns (losses, best epoch)."""
-    losses, best = [], (np.inf, 0, None)
-    for i in progress(range(1, epochs + 1), f"{desc} epochs", every=max(1, epochs // 5)):
-        losses.append(epoch())
-        if i % eval_every == 0 or i == epochs:
-            pred, truth = predict(model)
-            score = nmse(pred[valid], truth[valid])
-            if score < best[0]:
-                best = (score, i, model.state_dict())
-    model.load_state_dict(best[2])
-    return losses, best[1]
-
-
 def tdnn_predictions(model, x):
     """Entry t predicts x(t) from its delayed values (NaN for the first max(LAGS) years)."""
     with tg.no_grad():
@@ -108,33 +90,34 @@ def tdnn_predictions(model, x):
     return np.r_[np.full(max(LAGS), np.nan), y]
 
 
-def train_tdnn(x, train_idx, valid, args, rng):
+def train_tdnn(x, train_idx, args, rng):
+    """The TDNN trained on all patterns with targets train_idx at once; returns (model, losses)."""
     model = TDNN(rng)
     inputs, targets = delay_patterns(x, train_idx), x[train_idx, None]
     opt = Adam(model.parameters(), lr=args.lr)
-
-    def epoch():
+    losses = []
+    for _ in progress(range(args.tdnn_epochs), "tdnn epochs", every=max(1, args.tdnn_epochs // 5)):
         opt.zero_grad()
         loss = tg.mse_loss(model(inputs), targets)
         loss.backward()
         opt.step()
-        return loss.item()
-    return model, fit(model, epoch, lambda m: (tdnn_predictions(m, x), x), valid, args.tdnn_epochs, args.eval_every,
-                      "tdnn")
+        losses.append(loss.item())
+    return model, losses
 
 
-def train_recurrent(kind, x, n_train, valid, args, rng):
-    """Train one recurrent model on the stream x[0 .. n_train] (input x(t-1), target x(t))."""
+def train_recurrent(kind, x, n_train, args, rng):
+    """Train one recurrent model on the stream x[0 .. n_train] (input x(t-1), target x(t)); returns (model, losses)."""
     cell = nn.LSTMCell(1, 5, rng=rng) if kind == "lstm" else nn.RNNCell(1, 5, rng=rng)
     model = RecurrentHead([cell], 1, rng=rng)
     inputs, targets = x[None, :n_train, None], x[None, 1:n_train + 1, None]
     chunk = {"elman": 1, "bptt": n_train}.get(kind, args.chunk)
     if kind == "elman":
-        opt, epochs, every = SGD(model.parameters(), lr=args.elman_lr), args.elman_epochs, 1
+        opt, epochs = SGD(model.parameters(), lr=args.elman_lr), args.elman_epochs
     else:
-        opt, epochs, every = Adam(model.parameters(), lr=args.lr), args.epochs, args.eval_every
-    epoch = lambda: stateful_epoch(model, inputs, targets, chunk, opt, tg.mse_loss)  # noqa: E731
-    return model, fit(model, epoch, lambda m: (recurrent_predictions(m, x), x), valid, epochs, every, kind)
+        opt, epochs = Adam(model.parameters(), lr=args.lr), args.epochs
+    losses = [stateful_epoch(model, inputs, targets, chunk, opt, tg.mse_loss)
+              for _ in progress(range(epochs), f"{kind} epochs", every=max(1, epochs // 5))]
+    return model, losses
 
 
 def recurrent_predictions(model, x):
@@ -147,38 +130,32 @@ def recurrent_predictions(model, x):
 def main(argv=None):
     parser = example_parser(__doc__, "out/sunspots")
     parser.add_argument("--csv", help="CSV file of year,value rows (default: statsmodels' bundled series)")
-    parser.add_argument("--tdnn-epochs", type=int, default=5000, help="full-batch epochs of the TDNN (default 5000)")
-    parser.add_argument("--epochs", type=int, default=1500, help="epochs of the bptt, tbptt and lstm nets (default 1500)")
+    parser.add_argument("--tdnn-epochs", type=int, default=1500, help="full-batch epochs of the TDNN (default 1500)")
+    parser.add_argument("--epochs", type=int, default=1500, help="epochs of bptt, tbptt and lstm (default 1500)")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     parser.add_argument("--elman-epochs", type=int, default=200, help="online passes of the Elman net (default 200)")
     parser.add_argument("--elman-lr", type=float, default=0.01, help="Elman SGD learning rate (default 0.01)")
     parser.add_argument("--chunk", type=int, default=20, help="years per truncated-BPTT chunk (default 20)")
-    parser.add_argument("--valid-from", type=int, default=1901,
-                        help="first year of the early-stopping validation period, which ends 1920 (default 1901)")
-    parser.add_argument("--eval-every", type=int, default=10,
-                        help="epochs between validation scores (default 10; every online pass for elman)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.tdnn_epochs, args.epochs, args.elman_epochs = 1000, 80, 10
+        args.tdnn_epochs, args.epochs, args.elman_epochs = 1000, 100, 10
     out = out_dir(args.out)
     rng = np.random.default_rng(args.seed)
 
     years, raw = load_series(args.csv)
-    n_fit = int(np.searchsorted(years, TRAIN_END, side="right"))          # years up to TRAIN_END
-    n_train = int(np.searchsorted(years, args.valid_from)) - 1          # index of the last training target
-    mean, std = raw[:n_fit].mean(), raw[:n_fit].std()
+    n_train = int(np.searchsorted(years, TRAIN_END, side="right")) - 1     # index of the last training target
+    mean, std = raw[:n_train + 1].mean(), raw[:n_train + 1].std()
     x = ((raw - mean) / std).astype(np.float32)
-    periods = {"train": (years[max(LAGS)], years[n_train]), "valid": (args.valid_from, TRAIN_END),
-               **{f"{a}-{b}": (a, b) for a, b in TESTS}}
+    periods = {"train": (years[max(LAGS)], TRAIN_END), **{f"{a}-{b}": (a, b) for a, b in TESTS}}
     masks = {name: (years >= a) & (years <= b) for name, (a, b) in periods.items()}
-    print(f"{len(years)} years {years[0]}-{years[-1]}; training targets {years[n_train]} and before, validation "
-          f"{args.valid_from}-{TRAIN_END}, test " + ", ".join(f"{a}-{b}" for a, b in TESTS))
+    print(f"{len(years)} years {years[0]}-{years[-1]}; training targets up to {TRAIN_END}, test "
+          + ", ".join(f"{a}-{b}" for a, b in TESTS))
 
-    preds, curves, weights, best = {"persistence": np.r_[np.nan, x[:-1]]}, {}, {"persistence": 0}, {}
-    model, (curves["tdnn"], best["tdnn"]) = train_tdnn(x, np.arange(max(LAGS), n_train + 1), masks["valid"], args, rng)
+    preds, curves, weights = {"persistence": np.r_[np.nan, x[:-1]]}, {}, {"persistence": 0}
+    model, curves["tdnn"] = train_tdnn(x, np.arange(max(LAGS), n_train + 1), args, rng)
     preds["tdnn"], weights["tdnn"] = tdnn_predictions(model, x), model.num_parameters()
     for kind in RECURRENT:
-        model, (curves[kind], best[kind]) = train_recurrent(kind, x, n_train, masks["valid"], args, rng)
+        model, curves[kind] = train_recurrent(kind, x, n_train, args, rng)
         preds[kind], weights[kind] = recurrent_predictions(model, x), model.num_parameters()
 
     table = {name: {"weights": weights[name], **{k: nmse(p[m], x[m]) for k, m in masks.items()}}
@@ -198,7 +175,7 @@ def main(argv=None):
 
     first = f"{TESTS[0][0]}-{TESTS[0][1]}"
     base = table["persistence"][first]
-    results = {"nmse": table, "best_epoch": best, "years": len(years), "tdnn_epochs": args.tdnn_epochs,
+    results = {"nmse": table, "years": len(years), "tdnn_epochs": args.tdnn_epochs,
                "epochs": args.epochs, "elman_epochs": args.elman_epochs, "chunk": args.chunk}
     checks = [(row[first] < base, f"{name}: NMSE {first} {row[first]:.3f} does not beat persistence {base:.3f}")
               for name, row in table.items() if name != "persistence"]
