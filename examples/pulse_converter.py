@@ -13,7 +13,8 @@ height w / --max-width.
 Every training step draws a fresh batch of --batch sequences; the test error is the NMSE (mean squared
 error / variance of the target) on --test held-out sequences: 1 is what predicting the mean scores.
 
-Networks (the lecture's): recurrent layers of the given sizes (`RNNCell`, tanh; `LSTMCell`; `GRUCell` with the
+Networks (the lecture's, plus LSTM 5 on the inverse problem to measure how much harder it is): recurrent
+layers of the given sizes (`RNNCell`, tanh; `LSTMCell`; `GRUCell` with the
 lecture's reset-before-matmul formula), a single input and one linear output on every step, so the weight
 counts are the lecture's 41, 146, 131, 252, 190 and 2726. Each is trained for --steps Adam updates with
 full BPTT through the T steps.
@@ -28,7 +29,7 @@ from common import example_parser, finish, out_dir, plot_lines, progress, write_
 from lecture_shared import RecurrentHead
 
 CELLS = {"RNN": nn.RNNCell, "LSTM": nn.LSTMCell, "GRU": nn.GRUCell}
-# name: (task, layer sizes, the lecture's trainable weights, the lecture's test error)
+# name: (task, cell, layer sizes, the lecture's trainable weights and test error; None: not in the lecture)
 NETWORKS = {
     "RNN 5": ("converter", "RNN", (5,), 41, 0.47),
     "LSTM 5": ("converter", "LSTM", (5,), 146, 0.08),
@@ -36,6 +37,7 @@ NETWORKS = {
     "LSTM 5-3": ("converter", "LSTM", (5, 3), 252, 0.04),
     "GRU 5-3": ("converter", "GRU", (5, 3), 190, 0.03),
     "LSTM 25 (inverse)": ("inverse", "LSTM", (25,), 2726, 0.07),
+    "LSTM 5 (inverse)": ("inverse", "LSTM", (5,), None, None),     # ours: how much harder the inverse is
 }
 
 
@@ -80,7 +82,8 @@ def main(argv=None):
     out = out_dir(args.out)
     rng = np.random.default_rng(args.seed)
 
-    weights = {name: build(kind, sizes, rng).num_parameters() for name, (_, kind, sizes, _, _) in NETWORKS.items()}
+    weights = {name: build(kind, sizes, np.random.default_rng()).num_parameters()     # counted, not trained
+               for name, (_, kind, sizes, _, _) in NETWORKS.items()}
     errors, curves = {}, {}
     for name in args.networks:
         task, kind, sizes, _, _ = NETWORKS[name]
@@ -102,19 +105,21 @@ def main(argv=None):
         series = {"input": test_in[0, :, 0], "target": test_target[0, :, 0], "output": output[0, :, 0]}
         stem = name.lower().replace(" ", "_").replace("(", "").replace(")", "")
         write_csv(out / f"{stem}.csv", {"step": np.arange(args.length), **series})
-        plot_lines(out / f"{stem}.png", series, title=f"{name} ({task}): test NMSE {errors[name]:.3f}", xlabel="step")
+        title = f"{name}{'' if task == 'inverse' else ' (converter)'}: test NMSE {errors[name]:.4f}"
+        plot_lines(out / f"{stem}.png", series, title=title, xlabel="step")
         print(f"{name:18s} {task:9s} {weights[name]:5d} weights  test NMSE {errors[name]:.4f}")
 
     print(f"\n{'network':18s} {'weights':>7s} {'lecture':>7s} {'test NMSE':>9s} {'lecture':>7s}")
     for name, (_, _, _, lecture_weights, lecture_error) in NETWORKS.items():
         ours = f"{errors[name]:9.4f}" if name in errors else f"{'-':>9s}"
-        print(f"{name:18s} {weights[name]:7d} {lecture_weights:7d} {ours} {lecture_error:7.2f}")
+        lecture = (f"{lecture_weights:7d}", f"{lecture_error:7.2f}") if lecture_weights else (f"{'-':>7s}",) * 2
+        print(f"{name:18s} {weights[name]:7d} {lecture[0]} {ours} {lecture[1]}")
     write_csv(out / "loss.csv", {"step": np.arange(1, args.steps + 1), **curves})
     plot_lines(out / "loss.png", curves, title="training MSE", xlabel="step", logy=True)
 
     results = {"weights": weights, "test_nmse": errors, "steps": args.steps, "length": args.length}
     checks = [(weights[n] == NETWORKS[n][3], f"{n} has {weights[n]} weights, the lecture {NETWORKS[n][3]}")
-              for n in NETWORKS]
+              for n in NETWORKS if NETWORKS[n][3]]
     checks += [(e < 1, f"{n}: test NMSE {e:.3f} does not beat predicting the mean (1)") for n, e in errors.items()]
     if "RNN 5" in errors:
         checks += [(errors[n] < errors["RNN 5"] / 2, f"{n}: test NMSE {errors[n]:.3f} is not far below RNN 5's "

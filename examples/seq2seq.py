@@ -13,7 +13,7 @@ token (teacher forcing); inference feeds the decoder's own previous output, the 
 (greedy), until `<eos>` or --max-output tokens. Adam, gradient norm clipped at 5.
 
 Reported: exact-match accuracy of greedy decoding on the held-out numbers (target: at least 95 %), and the
-encoder-decoder graph of the pair "fifty four" -> "54" rendered with `tapegrad.viz.render`
+encoder-decoder graph of the pair "three hundred forty two" -> "342" rendered with `tapegrad.viz.render`
 (encoder_decoder.svg).
 """
 import numpy as np
@@ -167,7 +167,7 @@ def main(argv=None):
                                     "decoded": decoded, "correct": correct.astype(int)})
     write_csv(out / "loss.csv", {"epoch": np.arange(1, args.epochs + 1), "cross_entropy": losses})
     plot_lines(out / "loss.png", {"cross-entropy": losses}, title="seq2seq training", xlabel="epoch", logy=True)
-    graph = render_graph(model, 54, out / "encoder_decoder.svg")
+    graph = render_graph(model, 342, out / "encoder_decoder.svg")
     results = {"heldout_exact_match": accuracy, "heldout": len(test), "train": len(train), "epochs": args.epochs,
                "weights": model.num_parameters(), "final_loss": losses[-1],
                "graph": None if graph is None else "encoder_decoder.svg"}

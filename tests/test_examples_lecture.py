@@ -48,7 +48,7 @@ def test_sunspots_data_from_csv_or_a_clear_message(tmp_path, monkeypatch):
 def test_pulse_converter_counts_and_ranking(tmp_path):
     results = run("pulse_converter", tmp_path)
     assert results["weights"] == {"RNN 5": 41, "LSTM 5": 146, "RNN 10": 131, "LSTM 5-3": 252, "GRU 5-3": 190,
-                                  "LSTM 25 (inverse)": 2726}
+                                  "LSTM 25 (inverse)": 2726, "LSTM 5 (inverse)": 146}
     errors = results["test_nmse"]
     assert set(errors) == {"RNN 5", "LSTM 5"}
     assert errors["LSTM 5"] < errors["RNN 5"] / 2 and errors["RNN 5"] < 1
