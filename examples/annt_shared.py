@@ -7,7 +7,6 @@ import sys
 import tapegrad as tg
 from tapegrad import nn
 
-from common import save_results
 
 
 class RecurrentNet(nn.Module):
@@ -53,15 +52,3 @@ def save_graph(loss, path, **options):
     except (ImportError, RuntimeError) as e:
         print(f"graph not drawn: {e}", file=sys.stderr)
         return None
-
-
-def finish(args, results, checks):
-    """Write results.json into --out and return the results; a failed check is printed, and in --quick mode
-    raises SystemExit naming every failed check. checks: [(passed, message)]."""
-    results = save_results(args.out, results)
-    failed = [message for passed, message in checks if not passed]
-    for message in failed:
-        print(f"NOT REACHED: {message}", file=sys.stderr)
-    if args.quick and failed:
-        raise SystemExit("quick run did not reach its result: " + "; ".join(failed))
-    return results

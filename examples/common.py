@@ -90,7 +90,6 @@ def save_results(out, results):
     return results
 
 
-
 def finish(args, results, checks):
     """Save `results` (see save_results) and report the claims the run must reach; with --quick, a failed
     claim raises SystemExit naming every failed one. checks: [(passed, message if not passed)]."""
@@ -101,6 +100,7 @@ def finish(args, results, checks):
     if args.quick and failed:
         raise SystemExit("quick run did not reach its result: " + "; ".join(failed))
     return results
+
 
 def _json_ready(v):
     if isinstance(v, np.ndarray):

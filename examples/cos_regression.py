@@ -34,8 +34,8 @@ from tapegrad.nn import Module, Parameter
 from tapegrad.optim import Adagrad, clip_grad_value
 from tapegrad.reference import elman_loss_fun
 
-from common import example_parser, out_dir, plot_lines, write_csv
-from tutorial_shared import finish, parse, training_steps
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 WARMUP = 5      # the first steps of a window, predicted from h = 0 and few values, also reported apart
 

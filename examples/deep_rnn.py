@@ -24,8 +24,8 @@ import tapegrad as tg
 from tapegrad.nn import Linear, LSTMCell, Module, RNNCell, StackedRNN, unroll
 from tapegrad.optim import Adam, clip_grad_norm
 
-from common import example_parser, out_dir, plot_lines, write_csv
-from tutorial_shared import finish, parse, training_steps
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 CLASSES, DISTRACTORS = 4, 4
 CHANNELS = CLASSES + DISTRACTORS + 1

@@ -23,8 +23,8 @@ import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
 
-from annt_shared import RecurrentNet, batches, finish
-from common import example_parser, out_dir, plot_lines, progress, write_csv
+from annt_shared import RecurrentNet, batches
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
 from digits_data import DigitsUnavailable, load_digits
 
 

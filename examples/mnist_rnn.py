@@ -21,9 +21,9 @@ import tapegrad as tg
 from tapegrad.nn import Linear, Module, RNNCell, unroll
 from tapegrad.optim import Adam
 
-from common import example_parser, out_dir, plot_lines, write_csv
+from common import example_parser, finish, out_dir, plot_lines, write_csv
 from digits_data import load_digits
-from tutorial_shared import finish, parse, training_steps
+from tutorial_shared import parse, training_steps
 
 
 class RowClassifier(Module):

@@ -20,8 +20,8 @@ import tapegrad as tg
 from tapegrad.nn import Linear, Module, RNNCell, unroll
 from tapegrad.optim import Adam
 
-from common import example_parser, out_dir, plot_lines, write_csv
-from tutorial_shared import finish, parse, training_steps
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 T_MIN, T_MAX, RESOLUTION = 0.0, 30.0, 0.1
 

@@ -30,8 +30,8 @@ import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
 
-from annt_shared import RecurrentNet, finish, save_graph
-from common import example_parser, out_dir, plot_lines, write_csv
+from annt_shared import RecurrentNet, save_graph
+from common import example_parser, finish, out_dir, plot_lines, write_csv
 
 SEQUENCES = np.array([[d, 0, 1, 2, 3, 4, 5, 6, 7, 8, d] for d in (1, 2, 3, 4, 5)]
                      + [[d, 0, 1, 2, 4, 4, 4, 6, 7, 8, d] for d in (6, 7, 8, 9, 0)])

@@ -27,8 +27,8 @@ from tapegrad.nn import Module, Parameter, init
 from tapegrad.optim import Adam
 from tapegrad.reference import elman_bptt
 
-from common import example_parser, out_dir, plot_lines, write_csv
-from tutorial_shared import finish, parse, training_steps
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 DELAY = 2
 

@@ -28,8 +28,8 @@ import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import SGD
 
-from annt_shared import RecurrentNet, finish, save_graph
-from common import example_parser, out_dir, plot_lines, write_csv
+from annt_shared import RecurrentNet, save_graph
+from common import example_parser, finish, out_dir, plot_lines, write_csv
 
 
 def sine_series(n=200, noise=0.02, seed=0):

@@ -2,12 +2,11 @@
 mnist_rnn, projection_series, deep_rnn) share beyond `common.py`: progress lines with the loss,
 side-by-side printing, and writing/checking results.
 """
-import json
 import sys
 
 import numpy as np
 
-from common import out_dir, progress
+from common import progress
 
 
 def parse(parser, argv, quick):
@@ -38,32 +37,3 @@ def side_by_side(title, left, right, names=("by hand", "unroll")):
     width = max(len(r) for r in rows_l)
     for a, b in zip(rows_l, rows_r):
         print(f"  {a:<{width}} | {b}")
-
-
-def finish(args, results, checks):
-    """Write results.json into --out; with --quick, raise SystemExit naming every failed check.
-
-    checks: [(passed, message)], the claims the run must reach.
-    """
-    results = {k: _plain(v) for k, v in results.items()}
-    path = out_dir(args.out) / "results.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    failed = [message for passed, message in checks if not passed]
-    for message in failed:
-        print(f"NOT REACHED: {message}", file=sys.stderr)
-    if args.quick and failed:
-        raise SystemExit("quick run did not reach its result: " + "; ".join(failed))
-    return results
-
-
-def _plain(v):
-    """JSON-friendly: numpy scalars and arrays to Python numbers and lists."""
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v

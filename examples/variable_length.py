@@ -23,8 +23,8 @@ import numpy as np
 import tapegrad as tg
 from tapegrad.nn import RNNCell, unroll
 
-from common import example_parser, out_dir, write_csv
-from tutorial_shared import finish, parse, side_by_side
+from common import example_parser, finish, out_dir, write_csv
+from tutorial_shared import parse, side_by_side
 
 X_BATCH = np.array([
     [[0, 1, 2], [9, 8, 7]],     # instance 0

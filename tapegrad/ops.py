@@ -11,7 +11,7 @@ from .errors import DTypeError, InvalidValueError, ShapeError
 from .checkpoint import generator_for
 from .indexed import IndexedGrad
 from .op import PerInput, defop, guarded
-from .tensor import Tensor, as_array
+from .tensor import Tensor
 
 
 def _normalize_axis(axis, ndim):

@@ -1,6 +1,4 @@
 """‖∂L/∂h_t‖ per time step: how much gradient reaches each step's state (vanishing or preserved)."""
-import math
-
 from .graph import extract
 from ..errors import InvalidValueError
 
