@@ -57,12 +57,18 @@ def _as_tuple(x):
 
 
 def _seed(output, grad, create_graph):
+    """The gradient the sweep starts from: ones, or `grad` checked against the output's shape."""
     if grad is None:
         g = np.ones(output.shape, output.dtype)
+    elif isinstance(grad, Tensor) and create_graph:
+        g = grad
     else:
-        g = grad.data if isinstance(grad, Tensor) and not create_graph else grad
-        if g.shape != output.shape:
-            raise GraphError(f"backward: grad has shape {g.shape} but the output has shape {output.shape}")
+        try:
+            g = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=output.dtype)
+        except (TypeError, ValueError) as e:
+            raise GraphError(f"backward: grad must be an array of the output's shape {output.shape}: {e}") from None
+    if g.shape != output.shape:
+        raise GraphError(f"backward: grad has shape {g.shape} but the output has shape {output.shape}")
     return Tensor(g) if create_graph and not isinstance(g, Tensor) else g
 
 

@@ -127,7 +127,8 @@ def record(op, datas, parents, grad, params):
                  params, out.shape, out.dtype, _tape.CURRENT_SCOPE, next_index())
     result = Tensor(out, grad, None, rec)
     if tapes:
-        rec.requires_grad = grad
+        if not grad:
+            rec.requires_grad = False
         for t in tapes:
             t.add(rec, result)
     if _tape.ANOMALY:
