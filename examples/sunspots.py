@@ -138,7 +138,7 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=20, help="years per truncated-BPTT chunk (default 20)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.tdnn_epochs, args.epochs, args.elman_epochs = 1000, 100, 10
+        args.tdnn_epochs, args.epochs, args.elman_epochs = 1000, 60, 6
     out = out_dir(args.out)
     rng = np.random.default_rng(args.seed)
 
