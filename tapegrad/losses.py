@@ -29,9 +29,8 @@ _mse = defop("mse_loss", _squared_error,
 @guarded
 def mse_loss(pred, target, reduction="mean"):
     """Squared error (pred - target)**2, reduced by "mean" | "sum" | "none"; shapes must match."""
-    if np.shape(_data(pred)) != np.shape(_data(target)):
-        raise ShapeError(f"mse_loss: pred has shape {np.shape(_data(pred))} but target has shape "
-                         f"{np.shape(_data(target))}")
+    if _shape(pred) != _shape(target):
+        raise ShapeError(f"mse_loss: pred has shape {_shape(pred)} but target has shape {_shape(target)}")
     if reduction not in _REDUCTIONS:
         raise InvalidValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     return _mse(pred, target, reduction)
@@ -77,6 +76,10 @@ def _reduce(losses, reduction, op):
     if reduction == "none":
         return losses
     raise InvalidValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _shape(x):
+    return x.shape if isinstance(x, (Tensor, np.ndarray)) else np.shape(x)
 
 
 def _data(x):
