@@ -85,3 +85,12 @@ def test_no_primitive_mutates_inputs_or_aliases_them_in_gradients(shape, dtype, 
             assert not any(np.shares_memory(t.grad, x) for x in (a.data, b.data, upstream, out.data))
     if a.grad is not None and b.grad is not None:
         assert not np.shares_memory(a.grad, b.grad)
+
+
+def test_verification_toolkit_never_reports_success_on_nan():
+    from tapegrad import check
+    W = tg.tensor(np.array([[4.0, -1.0]]), requires_grad=True)
+    with np.errstate(all="ignore"):
+        report = check.compare(lambda: tg.sqrt(W).sum(), {"W": W}, hand={"W": 0.5 / np.sqrt(np.abs(W.data))})
+        assert not report.ok
+        assert not tg.gradcheck(lambda w: tg.sqrt(w).sum(), [W], raise_exception=False).ok
