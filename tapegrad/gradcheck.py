@@ -199,11 +199,15 @@ def _compare(name, shape, analytic, numeric, atol, rtol, where):
 
 
 def relative_error(a, b, floor=0.0):
-    """Elementwise |a - b| / max(|a|, |b|, floor); 0 where that denominator is 0 (both entries zero)."""
+    """Elementwise |a - b| / max(|a|, |b|, floor); 0 where that denominator is 0 (both entries zero);
+    inf where either entry is NaN or infinite, so a non-finite gradient never passes."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    diff = np.abs(a - b)
-    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
-    return np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a - b)
+        scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+        rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    rel[~(np.isfinite(a) & np.isfinite(b))] = np.inf
+    return rel
 
 
 def format_table(head, rows):
