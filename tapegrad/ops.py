@@ -332,18 +332,13 @@ def _iter(self):
         yield self[i]
 
 
-Tensor.__add__ = add
-Tensor.__radd__ = lambda self, other: add(other, self)
-Tensor.__sub__ = sub
-Tensor.__rsub__ = lambda self, other: sub(other, self)
-Tensor.__mul__ = mul
-Tensor.__rmul__ = lambda self, other: mul(other, self)
-Tensor.__truediv__ = div
-Tensor.__rtruediv__ = lambda self, other: div(other, self)
-Tensor.__pow__ = pow
-Tensor.__rpow__ = lambda self, other: pow(other, self)
-Tensor.__matmul__ = matmul
-Tensor.__rmatmul__ = lambda self, other: matmul(other, self)
+def _reflected(fn):
+    return lambda self, other: fn(other, self)
+
+
+for _name, _fn in [("add", add), ("sub", sub), ("mul", mul), ("truediv", div), ("pow", pow), ("matmul", matmul)]:
+    setattr(Tensor, f"__{_name}__", _fn)
+    setattr(Tensor, f"__r{_name}__", _reflected(_fn))
 Tensor.__neg__ = neg
 Tensor.__getitem__ = _getitem_method
 Tensor.__iter__ = _iter
