@@ -37,7 +37,7 @@ def causal_bound(length, symbols):
 
 
 class Tagger(nn.Module):
-    """One-hot symbols -> recurrent encoder (an LSTMCell or a Bidirectional pair) -> Linear(features, 2)."""
+    """One-hot symbols -> encoder (a Bidirectional pair or a one-layer StackedRNN) -> Linear(features, 2)."""
 
     def __init__(self, encoder, features, symbols, rng):
         super().__init__()
@@ -47,7 +47,7 @@ class Tagger(nn.Module):
 
     def forward(self, x):
         xs = tg.one_hot(x, self.symbols)
-        hs = self.encoder(xs)[0] if isinstance(self.encoder, nn.Bidirectional) else nn.unroll(self.encoder, xs)[0]
+        hs, _ = self.encoder(xs)
         return self.head(hs)
 
 
@@ -61,7 +61,7 @@ def build(kind, symbols, hidden, rng):
         return Tagger(pair, 2 * hidden, symbols, rng)
     budget = 2 * lstm_weights(symbols, hidden) + (2 * hidden + 1) * 2
     h = min(range(1, 4 * hidden), key=lambda h: abs(lstm_weights(symbols, h) + (h + 1) * 2 - budget))
-    return Tagger(nn.LSTMCell(symbols, h, rng=rng), h, symbols, rng)
+    return Tagger(nn.StackedRNN([nn.LSTMCell(symbols, h, rng=rng)]), h, symbols, rng)
 
 
 def accuracy(model, x, tags):
