@@ -5,6 +5,7 @@
         loss.backward()     # AnomalyError naming the op, its scope/time step and the source line
 """
 import traceback
+import zlib
 from contextlib import contextmanager
 
 import numpy as np
@@ -16,7 +17,8 @@ from .tape import describe_scope
 
 @contextmanager
 def detect_anomaly():
-    """Check every forward and backward value for NaN/Inf; records keep the stack that made them."""
+    """Check every forward and backward value for NaN/Inf; records keep the stack that made them and a
+    checksum of what they saved, so a saved array changed behind the tape's back is caught in backward."""
     before, _tape.ANOMALY = _tape.ANOMALY, True
     try:
         yield
@@ -44,6 +46,7 @@ def recorded_at(rec):
 
 def check_forward(rec, out):
     rec.stack = _user_frames(traceback.extract_stack())
+    rec.fingerprint = _fingerprint(rec.saved)
     if out.dtype.kind in "fc" and not np.isfinite(out).all():
         raise AnomalyError(f"{_bad(out)} produced by the forward of {rec.op} (record %{rec.index}, "
                            f"output {out.shape} {out.dtype}){describe_scope(rec.scope)}; recorded at:\n"
@@ -56,6 +59,19 @@ def check_backward(rec, i, grad):
         raise AnomalyError(f"{_bad(data)} in the gradient that {rec.op} (record %{rec.index}) sends to its "
                            f"input {i} of shape {data.shape}{describe_scope(rec.scope)}; the op was "
                            f"recorded at:\n{where_recorded(rec)}")
+
+
+def check_saved(rec):
+    """Refuse saved arrays changed since the record was made (catches raw numpy writes into a leaf's data)."""
+    if rec.saved is not None and _fingerprint(rec.saved) != rec.fingerprint:
+        raise AnomalyError(f"an array saved by {rec.op} (record %{rec.index}){describe_scope(rec.scope)} was "
+                           f"changed in place after the op recorded it, so its gradient would be wrong; the op "
+                           f"was recorded at:\n{where_recorded(rec)}")
+
+
+def _fingerprint(arrays):
+    return None if arrays is None else tuple(zlib.crc32(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else
+                                             None for a in arrays)
 
 
 def _bad(arr):

@@ -99,6 +99,8 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
                              "pass retain_graph=True to the first backward to keep them")
         if rec.saved is not None and _tape.LAST_WRITE > rec.index:
             _check_unchanged(rec)
+        if rec.stack is not None:                     # recorded in anomaly mode
+            anomaly.check_saved(rec)
         if rec in wanted:
             found[rec] = g
         if rec.retain and store:

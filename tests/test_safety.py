@@ -94,3 +94,13 @@ def test_verification_toolkit_never_reports_success_on_nan():
         report = check.compare(lambda: tg.sqrt(W).sum(), {"W": W}, hand={"W": 0.5 / np.sqrt(np.abs(W.data))})
         assert not report.ok
         assert not tg.gradcheck(lambda w: tg.sqrt(w).sum(), [W], raise_exception=False).ok
+
+
+def test_anomaly_mode_catches_a_raw_numpy_write_into_a_saved_leaf():
+    W = tg.tensor(np.eye(2), requires_grad=True, name="W")
+    x = tg.tensor(np.ones((1, 2)))
+    with tg.detect_anomaly():
+        loss = (x @ W).sum()
+        x.data[0, 0] = 5.0                 # behind the tape's back
+        with pytest.raises(tg.AnomalyError, match="changed in place"):
+            loss.backward()
