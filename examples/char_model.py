@@ -141,10 +141,9 @@ def main(argv=None):
     before = show_samples(model, chars, index, args, rng, "before training")
     train = streams(train_ids, args.batch)
     opt = Adam(model.parameters(), lr=args.lr)
-    loss_fn = lambda logits, targets: tg.cross_entropy(logits, targets)  # noqa: E731
     history = {"epoch": [], "train_bpc": [], "valid_bpc": []}
     for epoch in progress(range(1, args.epochs + 1), "epochs", every=1):
-        nats = stateful_epoch(model, train[:, :-1], train[:, 1:], args.chunk, opt, loss_fn, clip=5.0)
+        nats = stateful_epoch(model, train[:, :-1], train[:, 1:], args.chunk, opt, tg.cross_entropy, clip=5.0)
         valid = bits_per_char(model, valid_ids, min(args.batch, 16), args.chunk)
         for k, v in zip(history, (epoch, nats / np.log(2), valid)):
             history[k].append(v)
