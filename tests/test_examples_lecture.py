@@ -14,9 +14,8 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 
-def run(name, tmp_path, *extra):
-    module = __import__(name)
-    results = module.main(["--quick", "--out", str(tmp_path), *extra])
+def run(name, tmp_path):
+    results = __import__(name).main(["--quick", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "results.json").read_text()) == results
     return results
 
