@@ -28,7 +28,8 @@ def pct(x):
 
 
 def nmse_rows(r):
-    first = next(iter(r["nmse"]["persistence"]))
+    """NMSE of every model on the first test period (the keys after 'weights' and 'train')."""
+    first = [k for k in r["nmse"]["persistence"] if k not in ("weights", "train")][0]
     return "; ".join(f"{k} {v[first]:.3f}" for k, v in r["nmse"].items()) + f" (NMSE {first})"
 
 
