@@ -13,7 +13,7 @@ from .errors import GraphError, TapegradError
 from .indexed import IndexedGrad
 from .op import Joint
 from .tape import Record, describe_scope
-from .tensor import Tensor, check_backward_target
+from .tensor import Tensor
 
 
 def backward(output, grad=None, retain_graph=False, create_graph=False):
@@ -50,6 +50,15 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             g = np.zeros(t.shape, t.dtype)
         results.append(g if isinstance(g, Tensor) else Tensor(np.array(g, dtype=t.dtype)))
     return tuple(results)
+
+
+def check_backward_target(t, grad):
+    if not t.requires_grad:
+        raise GraphError(f"backward: tensor of shape {t.shape} does not require grad "
+                         "(no input of its graph has requires_grad=True, or it was made under no_grad)")
+    if grad is None and t.data.size != 1:
+        raise GraphError(f"backward: output has shape {t.shape}; pass `grad` of that shape "
+                         "(only a single-element output has an implicit gradient of 1)")
 
 
 def _as_tuple(x):

@@ -7,8 +7,7 @@ import weakref
 
 import numpy as np
 
-from . import tape as _tape
-from .errors import DTypeError, GraphError, ShapeError
+from .errors import DTypeError, ShapeError
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
 
@@ -153,29 +152,3 @@ class Tensor:
         if self.name:
             extras.append(f"name={self.name!r}")
         return f"Tensor({body}, {', '.join(extras)})"
-
-
-def node_of(t):
-    """What a record points to for input `t`: its producing Record, or `t` itself if it is a leaf."""
-    return t._node if t._node is not None else t
-
-
-def float_dtype_of(*arrays):
-    """The one floating dtype among `arrays` (for casting constants), or None."""
-    for a in arrays:
-        if a.dtype.kind == "f":
-            return a.dtype
-    return None
-
-
-def check_backward_target(t, grad):
-    if not t.requires_grad:
-        raise GraphError(f"backward: tensor of shape {t.shape} does not require grad "
-                         "(no input of its graph has requires_grad=True, or it was made under no_grad)")
-    if grad is None and t.data.size != 1:
-        raise GraphError(f"backward: output has shape {t.shape}; pass `grad` of that shape "
-                         "(only a single-element output has an implicit gradient of 1)")
-
-
-def current_scope():
-    return _tape.CURRENT_SCOPE
