@@ -5,6 +5,7 @@ the value's producer and its gradient is complete when reached. Gradients of a v
 times add up; BPTT's sum over time steps of a shared weight's gradient is exactly that.
 """
 from heapq import heappop, heappush
+from math import prod
 
 import numpy as np
 
@@ -102,11 +103,12 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
     while heap:
         rec = heappop(heap)[1]
         g = grads.pop(rec)
+        saved, ans = rec.saved, rec.ans
         if rec.freed:
             raise GraphError(f"backward through {rec.op} (record %{rec.index}){describe_scope(rec.scope)} "
                              "a second time: its saved values were freed by the first backward; "
                              "pass retain_graph=True to the first backward to keep them")
-        if rec.saved is not None and _tape.LAST_WRITE > rec.index:
+        if saved is not None and _tape.LAST_WRITE > rec.index:
             _check_unchanged(rec)
         if rec.stack is not None:                     # recorded in anomaly mode
             anomaly.check_saved(rec)
@@ -116,33 +118,53 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
             out = rec.tensor()
             if out is not None:
                 _store_grad(out, g)
+        args = saved if saved is not None else rec.parents     # stand-ins for inputs the op does not keep
+        if create_graph:
+            args, ans = _as_tensors(rec, args, ans)
+        rules, params = rec.fn.vjps, rec.params
         try:
-            input_grads = _input_grads(rec, g, create_graph)
+            joint = rules.rule(g, ans, *args, **params) if type(rules) is Joint else None
+            for i, parent in enumerate(rec.parents):
+                if parent is None or not parent.requires_grad:
+                    continue
+                if joint is not None:
+                    gi = joint[i]
+                elif rules[i] is not None:          # None: not differentiable in this input (a condition)
+                    gi = rules[i](g, ans, *args, **params)
+                else:
+                    continue
+                if gi is None:
+                    continue
+                if gi.shape != parent.shape:
+                    gi = unbroadcast(gi, parent.shape)
+                if not create_graph and gi.dtype is not parent.dtype and gi.dtype != parent.dtype:
+                    gi = gi.astype(parent.dtype)
+                if _tape.ANOMALY:
+                    anomaly.check_backward(rec, i, gi.values if type(gi) is IndexedGrad else gi)
+                if on_edge is not None:
+                    on_edge(rec, i, parent, gi.dense() if type(gi) is IndexedGrad else gi)
+                prev = grads.get(parent)      # accumulate (inlined: this is the hottest loop)
+                if prev is None and type(parent) is Record:
+                    heappush(heap, (-parent.index, parent))
+                if type(gi) is IndexedGrad:   # into one owned buffer per parent, not a dense array per slice
+                    if parent not in owned:
+                        prev = grads[parent] = np.zeros(gi.shape, gi.dtype) if prev is None else prev.copy()
+                        owned.add(parent)
+                    gi.add_to(prev)
+                elif prev is None:
+                    grads[parent] = gi
+                elif parent in owned:
+                    prev += gi
+                else:
+                    grads[parent] = prev + gi
+                    if type(prev) is np.ndarray:
+                        owned.add(parent)
         except TapegradError:
             raise
         except Exception as e:
             raise GraphError(f"backward of {rec.op} (record %{rec.index}){describe_scope(rec.scope)} failed: "
                              f"{type(e).__name__}: {e}{anomaly.recorded_at(rec)}") from e
-        for i, parent, gi in input_grads:
-            if on_edge is not None:
-                on_edge(rec, i, parent, gi.dense() if type(gi) is IndexedGrad else gi)
-            prev = grads.get(parent)      # accumulate (inlined: this is the hottest loop)
-            if prev is None and type(parent) is Record:
-                heappush(heap, (-parent.index, parent))
-            if type(gi) is IndexedGrad:   # into one owned buffer per parent, not a dense array per slice
-                if parent not in owned:
-                    prev = grads[parent] = np.zeros(gi.shape, gi.dtype) if prev is None else prev.copy()
-                    owned.add(parent)
-                gi.add_to(prev)
-            elif prev is None:
-                grads[parent] = gi
-            elif parent in owned:
-                prev += gi
-            else:
-                grads[parent] = prev + gi
-                if type(prev) is np.ndarray:
-                    owned.add(parent)
-        if not retain_graph and (rec.saved is not None or rec.ans is not None):
+        if not retain_graph and (saved is not None or ans is not None):
             rec.saved = rec.ans = None
             rec.freed = True
         owned.discard(rec)
@@ -160,38 +182,6 @@ def _check_unchanged(rec):
             raise GraphError(f"backward through {rec.op} (record %{rec.index}){describe_scope(rec.scope)}: its "
                              f"input {i} ({name}) was modified in place (e.g. by an optimizer step) after the op "
                              "saved it, so its gradient would be wrong; run backward before updating parameters")
-
-
-def _input_grads(rec, g, create_graph):
-    """[(input position, parent, gradient)] for each input of `rec` that requires grad."""
-    params = rec.params
-    args = rec.saved if rec.saved is not None else rec.parents
-    ans = rec.ans
-    if create_graph:
-        args, ans = _as_tensors(rec, args, ans)
-    rules = rec.fn.vjps
-    joint = rules.rule(g, ans, *args, **params) if type(rules) is Joint else None
-    out = []
-    for i, parent in enumerate(rec.parents):
-        if parent is None or not parent.requires_grad:
-            continue
-        if joint is not None:
-            gi = joint[i]
-        elif rules[i] is not None:              # None: not differentiable in this input (a condition)
-            gi = rules[i](g, ans, *args, **params)
-        else:
-            continue
-        if gi is None:
-            continue
-        if gi.shape != parent.shape:
-            gi = unbroadcast(gi, parent.shape)
-        if not create_graph and gi.dtype is not parent.dtype and gi.dtype != parent.dtype:
-            gi = gi.astype(parent.dtype)
-        out.append((i, parent, gi))
-    if _tape.ANOMALY:
-        for i, _, gi in out:
-            anomaly.check_backward(rec, i, gi.values if type(gi) is IndexedGrad else gi)
-    return out
 
 
 def _as_tensors(rec, args, ans):
@@ -213,6 +203,8 @@ def _linked(array, parent):
 
 def unbroadcast(g, shape):
     """Sum `g` over the axes broadcasting added, so it has `shape` (arrays and Tensors alike)."""
+    if g.size == prod(shape):           # the added axes all have length 1: nothing to sum
+        return g.reshape(shape)
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
     if axes:

@@ -82,7 +82,13 @@ astype = defop("astype", lambda x, dtype: x.astype(dtype), lambda g, ans, x, dty
 
 
 # -- matmul --------------------------------------------------------------------------------------
+def _matmul_forward(x, y):
+    return np.dot(x, y) if x.ndim == 2 and y.ndim == 2 else np.matmul(x, y)    # dot: less overhead
+
+
 def _matmul_dx(g, ans, x, y):
+    if y.ndim == 2 and g.ndim == 2:                   # (y g^T)^T: BLAS runs it up to 2x faster than g y^T
+        return (y @ g.mT).mT
     if y.ndim == 1:                                   # (..., n) @ (n,) -> (...)
         return expand_dims(g, -1) * y
     if x.ndim == 1:                                   # (n,) @ (..., n, m) -> (..., m)
@@ -102,7 +108,7 @@ def _matmul_dy(g, ans, x, y):
     return x.mT @ g
 
 
-matmul = defop("matmul", np.matmul, _matmul_dx, _matmul_dy)
+matmul = defop("matmul", _matmul_forward, _matmul_dx, _matmul_dy)
 
 # -- reductions ----------------------------------------------------------------------------------
 _AXIS = ("axis", "keepdims")
