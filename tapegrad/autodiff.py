@@ -100,6 +100,7 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
             if type(node) is Record:
                 heappush(heap, (-node.index, node))
     found = {}
+    observe = on_edge is not None or _tape.ANOMALY
     while heap:
         rec = heappop(heap)[1]
         g = grads.pop(rec)
@@ -139,10 +140,8 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
                     gi = unbroadcast(gi, parent.shape)
                 if not create_graph and gi.dtype is not parent.dtype and gi.dtype != parent.dtype:
                     gi = gi.astype(parent.dtype)
-                if _tape.ANOMALY:
-                    anomaly.check_backward(rec, i, gi.values if type(gi) is IndexedGrad else gi)
-                if on_edge is not None:
-                    on_edge(rec, i, parent, gi.dense() if type(gi) is IndexedGrad else gi)
+                if observe:
+                    _observe(rec, i, parent, gi, on_edge)
                 prev = grads.get(parent)      # accumulate (inlined: this is the hottest loop)
                 if prev is None and type(parent) is Record:
                     heappush(heap, (-parent.index, parent))
@@ -172,6 +171,14 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
         return grads
     found.update((k, v) for k, v in grads.items() if k in wanted)
     return found
+
+
+def _observe(rec, i, parent, gi, on_edge):
+    """Anomaly mode's check of a gradient `rec` sends to input i, and the on_edge callback."""
+    if _tape.ANOMALY:
+        anomaly.check_backward(rec, i, gi.values if type(gi) is IndexedGrad else gi)
+    if on_edge is not None:
+        on_edge(rec, i, parent, gi.dense() if type(gi) is IndexedGrad else gi)
 
 
 def _check_unchanged(rec):

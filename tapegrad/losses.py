@@ -2,14 +2,19 @@
 import numpy as np
 
 from .errors import DTypeError, InvalidValueError, ShapeError
+from . import tape as _tape
 from .op import defop, guarded
 from .ops import log_softmax, one_hot
+from .tape import describe_scope
 from .tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _squared_error(pred, target, reduction):
+    if np.shape(pred) != np.shape(target):
+        raise ShapeError(f"mse_loss: pred has shape {np.shape(pred)} but target has shape {np.shape(target)}"
+                         f"{describe_scope(_tape.CURRENT_SCOPE)}")
     diff = pred - target
     np.multiply(diff, diff, out=diff)
     return diff if reduction == "none" else np.add.reduce(diff, axis=None) / (diff.size if reduction == "mean" else 1)
@@ -26,14 +31,11 @@ _mse = defop("mse_loss", _squared_error,
              lambda g, ans, p, t, reduction: -_mse_grad(g, p, t, reduction), params=("reduction",))
 
 
-@guarded
 def mse_loss(pred, target, reduction="mean"):
     """Squared error (pred - target)**2, reduced by "mean" | "sum" | "none"; shapes must match."""
-    if _shape(pred) != _shape(target):
-        raise ShapeError(f"mse_loss: pred has shape {_shape(pred)} but target has shape {_shape(target)}")
-    if reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise InvalidValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    return _mse(pred, target, reduction)
+    return _mse(pred, target, reduction=reduction)
 
 
 @guarded
@@ -76,10 +78,6 @@ def _reduce(losses, reduction, op):
     if reduction == "none":
         return losses
     raise InvalidValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _shape(x):
-    return x.shape if isinstance(x, (Tensor, np.ndarray)) else np.shape(x)
 
 
 def _data(x):
