@@ -1,6 +1,6 @@
 """Benchmark of one BPTT training step: tapegrad against a hand-written numpy BPTT, in the same run.
 
-One step = forward over T steps of an Elman RNN or an LSTM (h_0 = c_0 = 0), output y_t = h_t V + c,
+One step = forward over T steps of an Elman RNN, an LSTM or a GRU (h_0 = c_0 = 0), output y_t = h_t V + c,
 loss = sum over t of mean((y_t - target_t)**2), backward to every parameter. The math and the
 parameter layout are those of `handwritten.py`; every contender computes the same loss and
 gradients, checked against hand-numpy (float32, rtol 1e-3) before it is timed.
@@ -46,7 +46,7 @@ SIZES = {
     "small": dict(B=32, D=32, H=128, T=50),
     "large": dict(B=64, D=256, H=512, T=100),
 }
-CELLS = ("elman", "lstm")
+CELLS = ("elman", "lstm", "gru")
 BASELINE = "hand-numpy"
 UNTRACED = {"pytorch"}           # allocations tracemalloc cannot see
 _SKIPPED = set()                 # contenders already reported as not importable
@@ -59,8 +59,13 @@ def framework_loss(ops, cell, p, xs, ys, h0):
     for x, y in zip(xs, ys):
         if cell == "elman":
             h = ops.tanh(x @ p["U"] + h @ p["W"] + p["b"])
+        elif cell == "gru":
+            r = ops.sigmoid(x @ p["Ur"] + h @ p["Wr"] + p["br"])
+            z = ops.sigmoid(x @ p["Uz"] + h @ p["Wz"] + p["bz"])
+            n = ops.tanh(x @ p["Un"] + (r * h) @ p["Wn"] + p["bn"])
+            h = (1 - z) * n + z * h
         else:
-            a = {k: x @ p["U" + k] + h @ p["W" + k] + p["b" + k] for k in handwritten.GATES}
+            a = {k: x @ p["U" + k] + h @ p["W" + k] + p["b" + k] for k in handwritten.GATES["lstm"]}
             c = ops.sigmoid(a["f"]) * c + ops.sigmoid(a["i"]) * ops.tanh(a["g"])
             h = ops.sigmoid(a["o"]) * ops.tanh(c)
         losses.append(ops.mse(h @ p["V"] + p["c"], y))
@@ -120,8 +125,8 @@ def tapegrad_builtin(cell, p, xs, ys):
     import tapegrad as tg
     T, B, D = xs.shape
     H, O = p["V"].shape
-    net = tg.nn.RNNCell(D, H) if cell == "elman" else tg.nn.LSTMCell(D, H)
-    blocks = [""] if cell == "elman" else [k for k in "ifgo"]          # LSTMCell's gate order
+    net = {"elman": tg.nn.RNNCell, "lstm": tg.nn.LSTMCell, "gru": tg.nn.GRUCell}[cell](D, H)
+    blocks = {"elman": [""], "lstm": list("ifgo"), "gru": list("rzn")}[cell]     # the cells' gate orders
     for name, hand in (("W_x", "U"), ("W_h", "W"), ("b", "b")):
         getattr(net, name).data[...] = np.concatenate([p[hand + k] for k in blocks], axis=-1)
     V, c = tg.tensor(p["V"], requires_grad=True), tg.tensor(p["c"], requires_grad=True)

@@ -5,6 +5,8 @@ Batched row-vector convention, x_t of shape (B, D), h_t of shape (B, H), h_0 = 0
     Elman:  h_t = tanh(x_t U + h_{t-1} W + b)
     LSTM:   k_t = act_k(x_t U_k + h_{t-1} W_k + b_k)  for gates k in i, f, o (sigmoid) and g (tanh)
             c_t = f_t * c_{t-1} + i_t * g_t,   h_t = o_t * tanh(c_t)
+    GRU:    r_t = sigmoid(x_t U_r + h_{t-1} W_r + b_r),  z_t = sigmoid(x_t U_z + h_{t-1} W_z + b_z)
+            n_t = tanh(x_t U_n + (r_t * h_{t-1}) W_n + b_n),  h_t = (1 - z_t) * n_t + z_t * h_{t-1}
     both:   yhat_t = h_t V + c,   loss = sum_t mean((yhat_t - y_t)**2)   (mean over the B*O entries)
 
 Inputs are stacked as xs (T, B, D) and targets ys (T, B, O). Every step function takes
@@ -14,7 +16,7 @@ Written for speed in the seeds' style: x_t is multiplied by the input weights in
 """
 import numpy as np
 
-GATES = "ifog"
+GATES = {"lstm": "ifog", "gru": "rzn"}
 
 
 def _sigmoid(a):
@@ -28,7 +30,7 @@ def init_params(cell, D, H, O, rng, dtype=np.float32):
     if cell == "elman":
         shapes.update(U=(D, H), W=(H, H), b=(H,))
     else:
-        for k in GATES:
+        for k in GATES[cell]:
             shapes.update({"U" + k: (D, H), "W" + k: (H, H), "b" + k: (H,)})
     return {n: rng.uniform(-s, s, shape).astype(dtype) for n, shape in shapes.items()}
 
@@ -72,7 +74,7 @@ def lstm_step(p, xs, ys):
     cs = np.zeros((T + 1, B, H), xs.dtype)
     cache = []                                   # per step: gate activations, tanh(c_t)
     for t in range(T):
-        a = {k: xs[t] @ p["U" + k] + hs[t] @ p["W" + k] + p["b" + k] for k in GATES}
+        a = {k: xs[t] @ p["U" + k] + hs[t] @ p["W" + k] + p["b" + k] for k in GATES["lstm"]}
         gate = {k: _sigmoid(a[k]) for k in "ifo"}
         gate["g"] = np.tanh(a["g"])
         cs[t + 1] = gate["f"] * cs[t] + gate["i"] * gate["g"]
@@ -92,7 +94,7 @@ def lstm_step(p, xs, ys):
         da = {k: dgate[k] * gate[k] * (1.0 - gate[k]) for k in "ifo"}
         da["g"] = dgate["g"] * (1.0 - gate["g"] ** 2)
         dh_next = 0.0
-        for k in GATES:
+        for k in GATES["lstm"]:
             grads["U" + k] += xs[t].T @ da[k]
             grads["W" + k] += hs[t].T @ da[k]
             grads["b" + k] += da[k].sum(0)
@@ -101,4 +103,41 @@ def lstm_step(p, xs, ys):
     return loss, grads
 
 
-STEPS = {"elman": elman_step, "lstm": lstm_step}
+def gru_step(p, xs, ys):
+    T, B, _ = xs.shape
+    H = p["Wr"].shape[0]
+    hs = np.zeros((T + 1, B, H), xs.dtype)
+    cache = []                                   # per step: r, z, n, r * h_{t-1}
+    for t in range(T):
+        x, h = xs[t], hs[t]
+        r = _sigmoid(x @ p["Ur"] + h @ p["Wr"] + p["br"])
+        z = _sigmoid(x @ p["Uz"] + h @ p["Wz"] + p["bz"])
+        rh = r * h
+        n = np.tanh(x @ p["Un"] + rh @ p["Wn"] + p["bn"])
+        hs[t + 1] = (1.0 - z) * n + z * h
+        cache.append((r, z, n, rh))
+    grads = {n: np.zeros_like(v) for n, v in p.items()}
+    scale = 2.0 / ys[0].size
+    loss, dh_next = 0.0, np.zeros((B, H), xs.dtype)
+    for t in reversed(range(T)):
+        r, z, n, rh = cache[t]
+        x, h = xs[t], hs[t]
+        loss_t, dh = _output(p, hs[t + 1], ys[t], grads, scale)
+        loss += loss_t
+        dh += dh_next
+        da_n = dh * (1.0 - z) * (1.0 - n ** 2)
+        da_z = dh * (h - n) * z * (1.0 - z)
+        drh = da_n @ p["Wn"].T
+        da_r = drh * h * r * (1.0 - r)
+        grads["Wn"] += rh.T @ da_n
+        dh_next = dh * z + drh * r
+        for k, da in (("r", da_r), ("z", da_z), ("n", da_n)):
+            grads["U" + k] += x.T @ da
+            grads["b" + k] += da.sum(0)
+            if k != "n":
+                grads["W" + k] += h.T @ da
+                dh_next += da @ p["W" + k].T
+    return loss, grads
+
+
+STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step}

@@ -9,7 +9,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks
 import handwritten  # noqa: E402
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
 def test_gradients_match_central_differences(cell):
     rng = np.random.default_rng(0)
     B, D, H, O, T = 2, 3, 4, 2, 5
@@ -31,7 +31,7 @@ def test_gradients_match_central_differences(cell):
         np.testing.assert_allclose(grads[name], num, rtol=1e-6, atol=1e-8, err_msg=f"{cell} d{name}")
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
 def test_loss_value_and_float32(cell):
     rng = np.random.default_rng(1)
     B, D, H, O, T = 3, 2, 5, 2, 4
@@ -46,6 +46,11 @@ def test_loss_value_and_float32(cell):
         x = xs[t].astype(np.float64)
         if cell == "elman":
             h = np.tanh(x @ p64["U"] + h @ p64["W"] + p64["b"])
+        elif cell == "gru":
+            r = sig(x @ p64["Ur"] + h @ p64["Wr"] + p64["br"])
+            z = sig(x @ p64["Uz"] + h @ p64["Wz"] + p64["bz"])
+            n = np.tanh(x @ p64["Un"] + (r * h) @ p64["Wn"] + p64["bn"])
+            h = (1 - z) * n + z * h
         else:
             g = {k: x @ p64["U" + k] + h @ p64["W" + k] + p64["b" + k] for k in "ifog"}
             c = sig(g["f"]) * c + sig(g["i"]) * np.tanh(g["g"])

@@ -201,6 +201,7 @@ def test_hessian_vector_product_through_20_step_rnn():
 
 @pytest.mark.parametrize("fn, shapes", [
     (tg.tanh, [(2, 3)]), (tg.sigmoid, [(2, 3)]), (lambda a, b: a @ b, [(2, 3), (3, 4)]),
+    (lambda a, b: tg.tanh(a @ b), [(4, 2, 3), (3, 5)]),
     (lambda x: tg.softmax(x, axis=-1), [(2, 4)]), (lambda x: tg.log_softmax(x, axis=0), [(3, 2)]),
     (lambda x: x[np.array([0, 0, 1])] ** 3, [(2, 2)]), (lambda x: tg.logsumexp(x, axis=1), [(2, 3)]),
     (lambda a, b: a / b, [(3,), (3,)]), (lambda x: tg.exp(x).max(axis=0), [(3, 2)])])
