@@ -52,8 +52,9 @@ UNTRACED = {"pytorch"}           # allocations tracemalloc cannot see
 _SKIPPED = set()                 # contenders already reported as not importable
 
 
-def framework_loss(ops, cell, p, xs, ys, h0):
-    """The cell written with a framework's ops, step by step, as a user would; sum of per-step MSE."""
+def framework_loss(ops, cell, p, xs, ys, h0, head_loss=None):
+    """The cell written with a framework's ops, step by step, as a user would; sum of per-step MSE.
+    head_loss(h, y), if given, computes a step's loss mse(h V + c, y) instead."""
     h = c = h0
     losses = []
     for x, y in zip(xs, ys):
@@ -68,7 +69,7 @@ def framework_loss(ops, cell, p, xs, ys, h0):
             a = {k: x @ p["U" + k] + h @ p["W" + k] + p["b" + k] for k in handwritten.GATES["lstm"]}
             c = ops.sigmoid(a["f"]) * c + ops.sigmoid(a["i"]) * ops.tanh(a["g"])
             h = ops.sigmoid(a["o"]) * ops.tanh(c)
-        losses.append(ops.mse(h @ p["V"] + p["c"], y))
+        losses.append(head_loss(h, y) if head_loss else ops.mse(h @ p["V"] + p["c"], y))
     return functools.reduce(operator.add, losses)
 
 
@@ -98,6 +99,19 @@ def tapegrad(cell, p, xs, ys):
     params = {n: tensor(v, requires_grad=True) for n, v in p.items()}
     xs_, ys_, h0 = [tensor(x) for x in xs], [tensor(y) for y in ys], tensor(_h0(p, xs))
     return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), np.asarray)
+
+
+def tapegrad_checkpointed(cell, p, xs, ys):
+    """tapegrad as above, with each step's output layer and loss under `tapegrad.checkpoint`: recomputed
+    in backward, as the hand-written code does, instead of keeping the prediction h V + c."""
+    from tapegrad import checkpoint, mse_loss, sigmoid, tanh, tensor
+    ops = SimpleNamespace(tanh=tanh, sigmoid=sigmoid)
+    params = {n: tensor(v, requires_grad=True) for n, v in p.items()}
+    xs_, ys_, h0 = [tensor(x) for x in xs], [tensor(y) for y in ys], tensor(_h0(p, xs))
+
+    def head_loss(h, y):
+        return checkpoint(lambda h: mse_loss(h @ params["V"] + params["c"], y), h)
+    return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0, head_loss), np.asarray)
 
 
 def pytorch(cell, p, xs, ys):
@@ -146,8 +160,8 @@ def tapegrad_builtin(cell, p, xs, ys):
     return step
 
 
-CONTENDERS = {BASELINE: hand_numpy, "tapegrad": tapegrad, "tapegrad-nn": tapegrad_builtin, "pytorch": pytorch,
-              "autograd": hips_autograd}
+CONTENDERS = {BASELINE: hand_numpy, "tapegrad": tapegrad, "tapegrad-ckpt": tapegrad_checkpointed,
+              "tapegrad-nn": tapegrad_builtin, "pytorch": pytorch, "autograd": hips_autograd}
 
 
 def make_steps(names, cell, size, seed=0):

@@ -53,7 +53,8 @@ def checkpoint(fn, *args):
     params = _parameters_read(flat, fresh, first)
     if not (params or any(t.requires_grad for t in inputs)):
         return rebuild([t.detach() for t in flat])
-    packed = np.concatenate([t.data.ravel() for t in flat])
+    single = len(flat) == 1                  # one output is the record's own; several are packed into one
+    packed = flat[0].data if single else np.concatenate([t.data.ravel() for t in flat])
     packed.setflags(write=False)
     parents = tuple(t._node or t for t in inputs) + tuple(params)
     saved = tuple(_compact(t.data) for t in inputs) + tuple(p.data for p in params)
@@ -64,6 +65,8 @@ def checkpoint(fn, *args):
     whole = Tensor(packed, True, None, rec)
     for tape in _tape.ACTIVE_TAPES:
         tape.add(rec, whole)
+    if single:
+        return rebuild([whole])
     pieces, start = [], 0
     for t in flat:
         pieces.append(whole[start:start + t.size].reshape(t.shape))
@@ -87,7 +90,7 @@ def _recompute_grads(g, ans, *saved, fn, rebuild_args, n_inputs, params, shapes,
     for t, shape in zip(flat, shapes):
         size = int(np.prod(shape))
         if t.requires_grad:
-            used.append((t, g[start:start + size].reshape(shape)))
+            used.append((t, g if len(flat) == 1 else g[start:start + size].reshape(shape)))
         start += size
     wrt = fresh + list(params)
     if not used:

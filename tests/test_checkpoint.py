@@ -85,3 +85,28 @@ def test_checkpoint_takes_nested_arguments_and_refuses_captured_computed_tensors
     computed = h * 2.0
     with pytest.raises(tg.GraphError, match="not among its arguments"):
         tg.checkpoint(lambda x: x @ W + computed, h)
+
+
+def test_checkpointed_per_step_loss_keeps_no_prediction():
+    """A step's output layer and loss under checkpoint (one output each): same gradients as plain, and the
+    checkpoint records keep only their input h, not the prediction h V + c."""
+    V, c = (tg.tensor(RNG.standard_normal(s), requires_grad=True) for s in ((4, 2), (2,)))
+    W = tg.tensor(RNG.standard_normal((4, 4)) * 0.5, requires_grad=True)
+    xs, ys = RNG.standard_normal((6, 3, 4)), RNG.standard_normal((6, 3, 2))
+
+    def loss(ckpt):
+        h, total = tg.tensor(np.zeros((3, 4))), 0.0
+        with tg.Tape() as tape:
+            for x, y in zip(xs, ys):
+                h = tg.tanh(x + h @ W)
+                head = lambda h, y=y: tg.mse_loss(h @ V + c, y)     # noqa: E731
+                total = total + (tg.checkpoint(head, h) if ckpt else head(h))
+        return total, tape
+    plain, _ = loss(False)
+    ckpt, tape = loss(True)
+    assert [r.op for r in tape].count("checkpoint") == 6 and "mse_loss" not in [r.op for r in tape]
+    assert all(len(r.saved) == 3 and r.saved[0].shape == (3, 4) for r in tape if r.op == "checkpoint")  # h, V, c
+    for a, b in zip(tg.grad(plain, [V, c, W]), tg.grad(ckpt, [V, c, W])):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-12, atol=1e-15)
+    assert tg.gradcheck(lambda h: tg.checkpoint(lambda h: tg.tanh(h @ W), h),
+                        [tg.tensor(RNG.standard_normal((3, 4)), requires_grad=True)]).ok
