@@ -8,6 +8,8 @@ into segments of k steps this keeps about T/k states plus one segment's records 
 T steps' records (Chen et al. 2016). Dropout inside `fn` replays the same masks: the random
 generator's state is saved at each draw of the first run and restored for the recomputation.
 """
+import math
+
 import numpy as np
 
 from . import tape as _tape
@@ -88,7 +90,7 @@ def _recompute_grads(g, ans, *saved, fn, rebuild_args, n_inputs, params, shapes,
         _RNG_LOG = None
     used, start = [], 0
     for t, shape in zip(flat, shapes):
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         if t.requires_grad:
             used.append((t, g if len(flat) == 1 else g[start:start + size].reshape(shape)))
         start += size
