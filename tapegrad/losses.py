@@ -15,14 +15,18 @@ def _squared_error(pred, target, reduction):
     if np.shape(pred) != np.shape(target):
         raise ShapeError(f"mse_loss: pred has shape {np.shape(pred)} but target has shape {np.shape(target)}"
                          f"{describe_scope(_tape.CURRENT_SCOPE)}")
-    diff = pred - target
-    np.multiply(diff, diff, out=diff)
-    return diff if reduction == "none" else np.add.reduce(diff, axis=None) / (diff.size if reduction == "mean" else 1)
+    diff = np.subtract(pred, target)
+    if reduction == "none":
+        return diff * diff
+    total = np.vdot(diff, diff)                 # one pass, no squared temporary
+    return total / diff.size if reduction == "mean" else total
 
 
 def _mse_grad(g, pred, target, reduction):
     """d loss / d pred; the target's gradient is its negative."""
     scale = 2 / np.size(pred) if reduction == "mean" else 2
+    if type(g) is np.ndarray and g.ndim == 0:   # a reduced loss (first order): scale by a Python number
+        return (pred - target) * (float(g) * scale)
     return (pred - target) * (g * scale)
 
 

@@ -183,12 +183,13 @@ def test_one_hot_is_constant():
     assert not oh.requires_grad
 
 
+@pytest.mark.parametrize("shape", [(3, 2), ()])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_mse_loss(reduction):
-    target = RNG.standard_normal((3, 2))
-    check(lambda p: tg.mse_loss(p, target, reduction=reduction), leaf((3, 2)))
-    check(lambda p, t: tg.mse_loss(p, t, reduction=reduction), leaf((3, 2)), leaf((3, 2)))
-    assert tg.gradgradcheck(lambda p, t: tg.mse_loss(p, t, reduction=reduction), [leaf((2, 2)), leaf((2, 2))]).ok
+def test_mse_loss(reduction, shape):
+    target = RNG.standard_normal(shape)
+    check(lambda p: tg.mse_loss(p, target, reduction=reduction), leaf(shape))
+    check(lambda p, t: tg.mse_loss(p, t, reduction=reduction), leaf(shape), leaf(shape))
+    assert tg.gradgradcheck(lambda p, t: tg.mse_loss(p, t, reduction=reduction), [leaf(shape), leaf(shape)]).ok
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
