@@ -182,15 +182,15 @@ class GRUCell(RecurrentCell):
 
     def recurrence(self, xp, state=None):
         (h,) = self._state(state, xp)
-        x_r, x_z, x_n = split(xp, 3, axis=-1)
+        rz = [2 * self.hidden_size]                       # r and z side by side, then n
+        x_rz, x_n = split(xp, rz, axis=-1)
         if self.reset_after:
-            h_r, h_z, h_n = split(h @ self.W_h, 3, axis=-1)
-            r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z)
+            h_rz, h_n = split(h @ self.W_h, rz, axis=-1)
+            r, z = split(sigmoid(x_rz + h_rz), 2, axis=-1)
             n = tanh(x_n + r * (h_n + self.b_hn))
         else:
-            W_hrz, W_hn = split(self.W_h, [2 * self.hidden_size], axis=-1)
-            h_r, h_z = split(h @ W_hrz, 2, axis=-1)
-            r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z)
+            W_hrz, W_hn = split(self.W_h, rz, axis=-1)
+            r, z = split(sigmoid(x_rz + h @ W_hrz), 2, axis=-1)
             n = tanh(x_n + (r * h) @ W_hn)
         h = (1 - z) * n + z * h
         return h, h
