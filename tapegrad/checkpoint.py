@@ -56,7 +56,10 @@ def checkpoint(fn, *args):
     if not (params or any(t.requires_grad for t in inputs)):
         return rebuild([t.detach() for t in flat])
     single = len(flat) == 1                  # one output is the record's own; several are packed into one
-    packed = flat[0].data if single else np.concatenate([t.data.ravel() for t in flat])
+    if single:                               # (an op's output is already read-only; a leaf's array is not ours)
+        packed = flat[0].data if flat[0]._node is not None else flat[0].data.copy()
+    else:
+        packed = np.concatenate([t.data.ravel() for t in flat])
     packed.setflags(write=False)
     parents = tuple(t._node or t for t in inputs) + tuple(params)
     saved = tuple(_compact(t.data) for t in inputs) + tuple(p.data for p in params)
@@ -109,23 +112,23 @@ def _compact(array):
 
 
 def _parameters_read(flat, fresh, first):
-    """Leaf Tensors requiring grad that `flat` depends on, other than fn's inputs `fresh` (its parameters).
-    A record older than `first` means fn read a computed Tensor that was not passed in: refused."""
-    seen, stack, leaves = set(), [t._node for t in flat if t._node is not None], []
-    known = {id(a) for a in fresh}
-    while stack:
-        rec = stack.pop()
-        if rec.index < first:
-            raise GraphError(f"checkpoint: the function reads a computed tensor ({rec.op} output of shape "
-                             f"{rec.shape}) that is not among its arguments; pass it as an argument")
-        for p in rec.parents:
-            if isinstance(p, Record):
-                if p.requires_grad and p not in seen:
-                    seen.add(p)
-                    stack.append(p)
-            elif isinstance(p, Tensor) and p.requires_grad and id(p) not in known:
-                known.add(id(p))
-                leaves.append(p)
+    """Leaf Tensors requiring grad that `flat` depends on (or is), other than fn's inputs `fresh`: its
+    parameters. A record older than `first` means fn read a computed Tensor that was not passed in: refused."""
+    known, seen, leaves = {id(a) for a in fresh}, set(), []
+    frontier = [t._node or t for t in flat]
+    while frontier:
+        node = frontier.pop()
+        if isinstance(node, Record):
+            if node in seen:
+                continue
+            seen.add(node)
+            if node.index < first:
+                raise GraphError(f"checkpoint: the function reads a computed tensor ({node.op} output of shape "
+                                 f"{node.shape}) that is not among its arguments; pass it as an argument")
+            frontier.extend(p for p in node.parents if p is not None and p.requires_grad)
+        elif node.requires_grad and id(node) not in known:
+            known.add(id(node))
+            leaves.append(node)
     return leaves
 
 

@@ -110,3 +110,14 @@ def test_checkpointed_per_step_loss_keeps_no_prediction():
         np.testing.assert_allclose(a.data, b.data, rtol=1e-12, atol=1e-15)
     assert tg.gradcheck(lambda h: tg.checkpoint(lambda h: tg.tanh(h @ W), h),
                         [tg.tensor(RNG.standard_normal((3, 4)), requires_grad=True)]).ok
+
+
+def test_checkpoint_returning_a_leaf_leaves_it_writable():
+    W = tg.tensor(RNG.standard_normal((2, 2)), requires_grad=True)
+    h = tg.tensor(RNG.standard_normal((2, 2)), requires_grad=True)
+    for fn in (lambda x: W, lambda x: x):
+        out = tg.checkpoint(fn, h)
+        (out * out).sum().backward()
+    assert W.data.flags.writeable and h.data.flags.writeable
+    np.testing.assert_allclose(W.grad, 2 * W.data)
+    np.testing.assert_allclose(h.grad, 2 * h.data)
