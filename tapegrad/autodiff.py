@@ -12,7 +12,7 @@ import numpy as np
 from . import anomaly, tape as _tape
 from .errors import GraphError, TapegradError
 from .indexed import IndexedGrad
-from .op import Joint
+from .op import Joint, identity
 from .tape import Record, describe_scope
 from .tensor import Tensor
 
@@ -130,6 +130,8 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
                     continue
                 if joint is not None:
                     gi = joint[i]
+                elif rules[i] is identity:
+                    gi = g
                 elif rules[i] is not None:          # None: not differentiable in this input (a condition)
                     gi = rules[i](g, ans, *args, **params)
                 else:

@@ -11,7 +11,7 @@ import numpy as np
 from .errors import DTypeError, InvalidValueError, ShapeError
 from .checkpoint import generator_for
 from .indexed import IndexedGrad
-from .op import PerInput, defop, guarded
+from .op import PerInput, defop, guarded, identity
 from .tensor import Tensor
 
 
@@ -40,8 +40,8 @@ def _spread(g, x, axis, keepdims, scale=1.0):
 
 
 # -- elementwise arithmetic ----------------------------------------------------------------------
-add = defop("add", np.add, lambda g, ans, x, y: g, lambda g, ans, x, y: g, keep="none")
-sub = defop("sub", np.subtract, lambda g, ans, x, y: g, lambda g, ans, x, y: -g, keep="none")
+add = defop("add", np.add, identity, identity, keep="none")
+sub = defop("sub", np.subtract, identity, lambda g, ans, x, y: -g, keep="none")
 mul = defop("mul", np.multiply, lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x)
 div = defop("div", np.true_divide, lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y, keep="both")
 neg = defop("neg", np.negative, lambda g, ans, x: -g, keep="none")
@@ -199,7 +199,7 @@ expand_dims = defop("expand_dims", lambda x, axis: np.expand_dims(x, axis), _res
 squeeze = defop("squeeze", lambda x, axis=None: np.squeeze(x, axis), _reshape_back, keep="none",
                 params=("axis",))
 broadcast_to = defop("broadcast_to", lambda x, shape: np.broadcast_to(x, shape),
-                     lambda g, ans, x, shape: g, keep="none", params=("shape",))  # the sweep sums axes back
+                     identity, keep="none", params=("shape",))  # the sweep sums the broadcast axes back
 _transpose = defop("transpose", lambda x, axes=None: np.transpose(x, axes),
                    lambda g, ans, x, axes=None: g.transpose(None if axes is None else tuple(np.argsort(axes))),
                    keep="none")
