@@ -57,3 +57,19 @@ def test_loss_value_and_float32(cell):
             h = sig(g["o"]) * np.tanh(c)
         ref += np.mean((h @ p64["V"] + p64["c"] - ys[t]) ** 2)
     assert loss == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_benchmark_contenders_agree_with_hand_numpy(cell):
+    """The tapegrad contenders of benchmarks/bptt.py compute the hand-written step's loss and gradients."""
+    import bptt
+    rng = np.random.default_rng(0)
+    s = bptt.SIZES["tiny"]
+    p = handwritten.init_params(cell, s["D"], s["H"], s["D"], rng)
+    xs, ys = handwritten.make_data(s["B"], s["D"], s["D"], s["T"], rng)
+    ref_loss, ref = handwritten.STEPS[cell](p, xs, ys)
+    for name in ("tapegrad", "tapegrad-ckpt", "tapegrad-nn"):
+        loss, grads = bptt.CONTENDERS[name](cell, p, xs, ys)()
+        assert loss == pytest.approx(ref_loss, rel=1e-5), name
+        for n, g in ref.items():
+            np.testing.assert_allclose(grads[n], g, rtol=1e-4, atol=1e-5 * np.abs(g).max(), err_msg=f"{name} d{n}")
