@@ -128,12 +128,13 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
             for i, parent in enumerate(rec.parents):
                 if parent is None or not parent.requires_grad:
                     continue
+                rule = None if joint is not None else rules[i]
                 if joint is not None:
                     gi = joint[i]
-                elif rules[i] is identity:
+                elif rule is identity:
                     gi = g
-                elif rules[i] is not None:          # None: not differentiable in this input (a condition)
-                    gi = rules[i](g, ans, *args, **params)
+                elif rule is not None:              # None: not differentiable in this input (a condition)
+                    gi = rule(g, ans, *args, **params)
                 else:
                     continue
                 if gi is None:
