@@ -12,7 +12,7 @@ import numpy as np
 from . import anomaly, tape as _tape
 from .errors import GraphError, TapegradError
 from .indexed import IndexedGrad
-from .op import Joint, identity
+from .op import Joint, PerInput, identity
 from .tape import Record, describe_scope
 from .tensor import Tensor
 
@@ -125,12 +125,15 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
         rules, params = rec.fn.vjps, rec.params
         try:
             joint = rules.rule(g, ans, *args, **params) if type(rules) is Joint else None
+            variadic = rules.rule if type(rules) is PerInput else None
             for i, parent in enumerate(rec.parents):
                 if parent is None or not parent.requires_grad:
                     continue
-                rule = None if joint is not None else rules[i]
+                rule = None if joint is not None or variadic is not None else rules[i]
                 if joint is not None:
                     gi = joint[i]
+                elif variadic is not None:         # the inputs as one tuple: O(1) per input, not O(n)
+                    gi = variadic(i, g, ans, args, **params)
                 elif rule is identity:
                     gi = g
                 elif rule is not None:              # None: not differentiable in this input (a condition)
@@ -140,7 +143,7 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
                 if gi is None:
                     continue
                 if gi.shape != parent.shape:
-                    gi = unbroadcast(gi, parent.shape)
+                    gi = unbroadcast(gi, parent.shape, rec, i)
                 if not create_graph and gi.dtype is not parent.dtype and gi.dtype != parent.dtype:
                     gi = gi.astype(parent.dtype)
                 if observe:
@@ -150,16 +153,19 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
                     heappush(heap, (-parent.index, parent))
                 if type(gi) is IndexedGrad:   # into one owned buffer per parent, not a dense array per slice
                     if parent not in owned:
-                        prev = grads[parent] = np.zeros(gi.shape, gi.dtype) if prev is None else prev.copy()
+                        prev = grads[parent] = np.zeros(gi.shape, gi.dtype) if prev is None else np.array(prev)
                         owned.add(parent)
                     gi.add_to(prev)
                 elif prev is None:
                     grads[parent] = gi
                 elif parent in owned:
-                    prev += gi
+                    prev += gi                # an owned entry is always an ndarray (0-d included): in place
                 else:
-                    grads[parent] = prev + gi
-                    if type(prev) is np.ndarray:
+                    total = prev + gi
+                    if type(total) is not np.ndarray and not isinstance(total, Tensor):
+                        total = np.asarray(total)     # two 0-d arrays add to a numpy scalar: keep an array
+                    grads[parent] = total
+                    if type(total) is np.ndarray:
                         owned.add(parent)
         except TapegradError:
             raise
@@ -211,12 +217,21 @@ def _linked(array, parent):
     return Tensor(array, parent.requires_grad, None, parent)
 
 
-def unbroadcast(g, shape):
-    """Sum `g` over the axes broadcasting added, so it has `shape` (arrays and Tensors alike)."""
+def unbroadcast(g, shape, rec=None, i=None):
+    """Sum `g` over the axes broadcasting added, so it has `shape` (arrays and Tensors alike).
+
+    Only what broadcasting produces is undone: extra leading axes, and axes where `shape` has length 1.
+    Any other mismatch is a rule returning the wrong shape, refused (never reshaped into a wrong gradient).
+    """
+    gshape = g.shape
+    lead = len(gshape) - len(shape)
+    if lead < 0 or any(n != m and n != 1 for n, m in zip(shape, gshape[lead:])):
+        where = "" if rec is None else f" of {rec.op} (record %{rec.index}){describe_scope(rec.scope)}, input {i}"
+        raise GraphError(f"backward{where}: the rule returned a gradient of shape {gshape} for an input of shape "
+                         f"{tuple(shape)}, which broadcasting cannot produce; the op's derivative rule is wrong")
     if g.size == prod(shape):           # the added axes all have length 1: nothing to sum
         return g.reshape(shape)
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and gshape[i + lead] != 1)
     if axes:
         g = np.add.reduce(g, axis=axes, keepdims=True) if type(g) is np.ndarray else g.sum(axis=axes, keepdims=True)
     return g.reshape(shape) if lead else g
@@ -228,5 +243,7 @@ def _store_grad(t, g):
         g = g.data
     if t.grad is None:
         t.grad = np.array(g, dtype=t.dtype)
-    else:
-        t.grad += g
+    elif type(t.grad) is np.ndarray:
+        t.grad += g                     # in place, 0-d arrays included
+    else:                               # a numpy scalar someone stored: `+=` would only rebind a name
+        t.grad = np.array(t.grad + g, dtype=t.dtype)

@@ -8,17 +8,27 @@ import numbers
 
 import numpy as np
 
-from .errors import DTypeError, InvalidValueError, ShapeError
+from .errors import ArgumentError, DTypeError, InvalidValueError, ShapeError
 from .checkpoint import generator_for
 from .indexed import IndexedGrad
-from .op import PerInput, defop, guarded, identity
+from .op import PerInput, defop, describe, guarded, identity
 from .tensor import Tensor
 
 
+def check_axis(op, axis, ndim):
+    """`axis` as a non-negative index into `ndim` axes; out of range is a ShapeError naming the op."""
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise ArgumentError(f"{op}: axis must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{op}: axis {axis} is out of range for {ndim} axes")
+    return int(axis) % ndim
+
+
 def _normalize_axis(axis, ndim):
+    """A reduction's axes as a sorted tuple of non-negative indices (all of them for None)."""
     if axis is None:
         return tuple(range(ndim))
-    axes = axis if isinstance(axis, tuple) else (axis,)
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
     return tuple(sorted(a % ndim if ndim else 0 for a in axes))
 
 
@@ -231,16 +241,16 @@ take = defop("take", _take,
 take.__doc__ = "Gather rows (embedding lookup): `take(W, ids)` is W[ids] along `axis`; ids may repeat."
 
 
-def _concat_vjp(i, g, ans, *xs, axis, sizes):
-    start = int(np.sum(sizes[:i], dtype=np.int64))
-    return g[(slice(None),) * axis + (slice(start, start + sizes[i]),)]
+def _concat_vjp(i, g, ans, xs, axis, offsets):
+    return g[(slice(None),) * axis + (slice(offsets[i], offsets[i + 1]),)]
 
 
-def _stack_vjp(i, g, ans, *xs, axis):
+def _stack_vjp(i, g, ans, xs, axis):
     return g[(slice(None),) * axis + (i,)]
 
 
-_concat = defop("concat", lambda *xs, axis, sizes: np.concatenate(xs, axis=axis), PerInput(_concat_vjp), keep="none")
+_concat = defop("concat", lambda *xs, axis, offsets: np.concatenate(xs, axis=axis), PerInput(_concat_vjp),
+                keep="none")
 _stack = defop("stack", lambda *xs, axis: np.stack(xs, axis=axis), PerInput(_stack_vjp), keep="none")
 _dropout = defop("dropout", np.multiply, lambda g, ans, x, mask: g * mask, None)
 
@@ -254,27 +264,43 @@ def reshape(x, *shape):
 
 @guarded
 def transpose(x, *axes):
+    """Permute the axes (reverse them when none are given); negative axes count from the end."""
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list, type(None))) else axes
-    return _transpose(x, axes=tuple(axes) if axes else None)
+    if not axes:
+        return _transpose(x, axes=None)
+    ndim = np.ndim(_data(x))
+    perm = tuple(check_axis("transpose", a, ndim) for a in axes)
+    if sorted(perm) != list(range(ndim)):
+        raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of the {ndim} axes of shape "
+                         f"{np.shape(_data(x))}")
+    return _transpose(x, axes=perm)
+
+
+def _sequence(op, tensors):
+    """The list of tensors a variadic op joins; a lone Tensor or array is the classic slip `op(a, b)`."""
+    if isinstance(tensors, (Tensor, np.ndarray)):
+        raise ArgumentError(f"{op} takes a list of tensors: {op}([a, b, ...], axis=...), got a single "
+                            f"{describe(tensors)} (did you write {op}(a, b)?)")
+    tensors = list(tensors)
+    if not tensors:
+        raise ShapeError(f"{op}: needs at least one tensor")
+    return tensors
 
 
 @guarded
 def concat(tensors, axis=0):
     """Join a sequence of tensors along an existing axis."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ShapeError("concat: needs at least one tensor")
-    axis %= np.ndim(_data(tensors[0]))
-    return _concat(*tensors, axis=axis, sizes=tuple(np.shape(_data(t))[axis] for t in tensors))
+    tensors = _sequence("concat", tensors)
+    axis = check_axis("concat", axis, np.ndim(_data(tensors[0])))
+    offsets = np.cumsum([0] + [np.shape(_data(t))[axis] for t in tensors]).tolist()
+    return _concat(*tensors, axis=axis, offsets=tuple(offsets))
 
 
 @guarded
 def stack(tensors, axis=0):
     """Join a sequence of same-shape tensors along a new axis."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ShapeError("stack: needs at least one tensor")
-    return _stack(*tensors, axis=axis % (np.ndim(_data(tensors[0])) + 1))
+    tensors = _sequence("stack", tensors)
+    return _stack(*tensors, axis=check_axis("stack", axis, np.ndim(_data(tensors[0])) + 1))
 
 
 @guarded

@@ -156,7 +156,7 @@ class Adagrad(Optimizer):
         return h
 
     def _update(self, p, g, state, lr, eps):
-        tmp = np.multiply(g, g)
+        tmp = np.multiply(g, g, out=np.empty_like(g))     # an array even when g is 0-d
         state["sum"] += tmp
         np.add(state["sum"], eps, out=tmp)
         np.sqrt(tmp, out=tmp)
@@ -181,7 +181,7 @@ class RMSprop(Optimizer):
 
     def _update(self, p, g, state, lr, alpha, eps):
         v = state["square_avg"]
-        tmp = np.multiply(g, g)
+        tmp = np.multiply(g, g, out=np.empty_like(g))     # an array even when g is 0-d
         tmp *= 1 - alpha
         v *= alpha
         v += tmp
