@@ -2,6 +2,7 @@
 from .anomaly import detect_anomaly
 from .autodiff import backward, grad
 from .checkpoint import checkpoint
+from .compile import compile
 from .errors import (AnomalyError, ArgumentError, CheckpointError, DTypeError, GraphError, IndexOutOfRange,
                      InvalidValueError, ShapeError, TapegradError)
 from .ops import (abs, add, astype, broadcast_to, clip, concat, div, dropout, exp, expand_dims, getitem, log,

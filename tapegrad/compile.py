@@ -1,0 +1,940 @@
+"""`tapegrad.compile(fn)`: trace a training step once, replay it as a straight-line numpy program.
+
+    step = tapegrad.compile(train_step)      # train_step(*inputs): builds a loss, loss.backward(), returns it
+    for xs, ys in batches:
+        loss = step(xs, ys)                  # same loss, same .grad arrays as train_step(xs, ys)
+        opt.step()
+    print(step.source)                       # the Wengert list and its adjoint, as Python
+
+How it works. A call runs `fn` eagerly under a `Tape` while every primitive call is observed (its op,
+input arrays, params and scope): that is the trace. Inputs are the call's arguments (arrays become
+Tensors), parameters are the leaves requiring grad that the trace found and that are not inputs.
+The reverse sweep's decisions (which records, in which order, which rule, where broadcasting is
+undone, how gradients accumulate) are worked out once from the trace, and both passes are written
+out as Python source (`exec`): each line is one record's `op.forward` with its params, or one rule
+call and one accumulation. A program is compiled after two calls (with the same input shapes, dtypes
+and integer/boolean input values) trace the same program with the same constants: a value computed
+outside tapegrad ops from the inputs shows up as a constant that changes, and the step then stays eager.
+Later calls replay the program: same kernels, same order, so the numbers are eager's bit for bit.
+
+What is baked in, and the guards:
+  * Python control flow on tensor values is baked into the trace. `check=True` (every call) or
+    `check_every=N` re-runs the step eagerly and raises `CompileError` naming the first record whose
+    op or value differs (the eager results are what the call leaves in `.grad`).
+  * A step the compiler cannot replay exactly runs eagerly for good, with one warning naming the
+    reason: a `Joint` rule (checkpoint, `unroll(checkpoint_every=...)`), a random draw (dropout draws
+    its mask in Python), a backward with `grad=`/`create_graph`/twice, `retain_grad`, an in-place
+    write to a parameter inside the step (an optimizer step inside `fn`), a returned Python value.
+  * Parameters are bound by their `.data` array object, so in-place optimizer updates are seen by
+    the next replay; replacing the array (`p.data = new`) makes the next call trace again.
+  * A compiled call returns its outputs as new Tensors that are not on a tape (backward already ran).
+  * Under an open `Tape`, `no_grad`, or anomaly mode, calls run eagerly.
+"""
+import collections
+import warnings
+
+import numpy as np
+
+from . import anomaly, autodiff, op as _op, ops as _ops, tape as _tape
+from .errors import GraphError
+from .indexed import IndexedGrad, is_basic
+from .op import Joint, PerInput, identity
+from .tape import Record, Tape
+from .tensor import Tensor, get_default_dtype
+
+__all__ = ["compile", "Compiled", "CompileError", "CompileWarning"]
+
+
+class CompileError(GraphError):
+    """A compiled step's replay differs from eager execution (raised by check=True / check_every)."""
+
+
+class CompileWarning(UserWarning):
+    """A step runs eagerly because the compiler cannot replay it exactly."""
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Stale(Exception):
+    pass
+
+
+class _Spec:
+    """Shape-only stand-in for an input an op does not keep (what eager passes: a Record or leaf)."""
+    __slots__ = ("shape", "dtype", "ndim", "size")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype, self.ndim = tuple(shape), dtype, len(shape)
+        self.size = int(np.prod(shape)) if shape else 1
+
+    def __repr__(self):
+        return f"<{self.shape} {self.dtype}>"
+
+
+class _Value:
+    """A value of the trace: an input, a parameter, a constant, or the output of a node."""
+    __slots__ = ("kind", "name", "array", "requires_grad", "tensor", "node", "number")
+
+    def __init__(self, kind, name, array, requires_grad=False, tensor=None, node=None, number=None):
+        self.kind, self.name, self.array, self.requires_grad = kind, name, array, requires_grad
+        self.tensor, self.node, self.number = tensor, node, number
+
+    @property
+    def shape(self):
+        return np.shape(self.array)
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+
+class _Node:
+    """One primitive call of the trace."""
+    __slots__ = ("k", "op", "fn", "inputs", "casts", "datas", "params", "dyn", "out", "value", "scope", "record")
+
+    def __init__(self, k, op, fn, inputs, casts, datas, params, dyn, scope, record):
+        self.k, self.op, self.fn, self.inputs, self.casts, self.datas = k, op, fn, inputs, casts, datas
+        self.params, self.dyn, self.scope, self.record = params, dyn, scope, record
+        self.out = self.value = None
+
+
+class _CompareOp:
+    """Tensor comparisons (`x > 0`) are not primitives; the trace records them as non-differentiable nodes."""
+    keep_inputs = keep_ans = False
+    vjps = (None, None)
+
+    def __init__(self, ufunc):
+        self.name, self.forward = ufunc.__name__, ufunc
+
+
+# ------------------------------------------------------------------------------------------------------
+# tracing
+
+class _Trace:
+    def __init__(self, args):
+        self.nodes, self.inputs, self.params, self.consts = [], [], [], []
+        self.known = {}          # id(Record or Tensor) -> _Value
+        self.arrays = {}         # id(array) -> _Value whose array it is
+        self.alive = []          # keeps traced objects alive, so ids are not reused
+        self.root = None         # the value backward was called on
+        self.in_backward = False
+        self.unsupported = None
+        self.result = None
+        self.args = args
+
+    def fail(self, reason):
+        if self.unsupported is None:
+            self.unsupported = reason
+
+    def register(self, key, value):
+        self.known[id(key)] = value
+        if isinstance(value.array, np.ndarray):
+            self.arrays[id(value.array)] = value
+        self.alive.append(key)
+
+    def const(self, x):
+        if isinstance(x, (bool, int, float, type(None))) and type(x) in (bool, int, float, type(None)):
+            return _Value("number", repr(x), np.asarray(x), number=x)
+        v = _Value("const", f"c{len(self.consts)}", x)
+        self.consts.append(v)
+        self.alive.append(x)
+        return v
+
+    def array_value(self, a):
+        v = self.arrays.get(id(a))
+        return v if v is not None and v.array is a else None
+
+    def resolve(self, parent, data):
+        """The _Value an op input comes from (parent as eager passes it: Record, leaf Tensor or None)."""
+        if parent is None:
+            if isinstance(data, np.ndarray):
+                v = self.array_value(data)
+                if v is not None:            # a raw array of the trace passed back in (x.data)
+                    return _Value("alias", v.name, v.array, False, node=v)
+            return self.const(data)
+        v = self.known.get(id(parent))
+        if v is not None:
+            return v
+        if type(parent) is Record:
+            raise _Unsupported(f"op {parent.op} (record %{parent.index}{_scope_text(parent.scope)}) was not "
+                               "made through a primitive call the compiler can replay")
+        if isinstance(parent, Tensor):
+            v = self.array_value(parent.data)
+            if v is not None:
+                if parent.requires_grad:
+                    raise _Unsupported("a leaf requiring grad is made inside the step from a traced array "
+                                       "(tapegrad.checkpoint and unroll(checkpoint_every=...) do this)")
+                alias = _Value("alias", v.name, v.array, False, node=v)       # detach(): same array, no grad
+                self.register(parent, alias)
+                return alias
+            if parent.requires_grad:
+                label = parent.name if isinstance(parent.name, str) and parent.name.isidentifier() else None
+                name = f"p_{label}" if label and f"p_{label}" not in {q.name for q in self.params} \
+                    else f"p{len(self.params)}"
+                v = _Value("param", name, parent.data, True, tensor=parent)
+                self.params.append(v)
+            else:
+                v = self.const(parent.data)
+            self.register(parent, v)
+            return v
+        return self.const(data)
+
+    def add_node(self, op, datas, parents, params, result, grad):
+        k = len(self.nodes)
+        inputs, casts = [], []
+        for d, p in zip(datas, parents):
+            v = self.resolve(p, d)
+            cast = None
+            if v.kind not in ("number",) and v.array is not d:
+                if isinstance(d, np.ndarray) and np.shape(v.array) == d.shape and v.array.dtype != d.dtype:
+                    cast = d.dtype
+                elif v.kind == "const":
+                    v.array = d
+                else:
+                    raise _Unsupported(f"op {op.name}: an input array is not the traced value it comes from")
+            inputs.append(v)
+            casts.append(cast)
+        dyn = {}
+        for name, val in params.items():
+            dyn[name] = self.param_expr(val)
+        rec = result._node
+        scope = rec.scope if rec is not None else _tape.CURRENT_SCOPE
+        node = _Node(k, op, op.forward, inputs, casts, datas, params, dyn, scope, rec)
+        node.out = result.data
+        rg = bool(grad) and _tape.GRAD_ENABLED and rec is not None and rec.requires_grad
+        node.value = _Value("node", f"v{k}", result.data, rg, node=node)
+        self.nodes.append(node)
+        self.register(rec if rec is not None else result, node.value)
+        self.alive.append(result)
+        if type(op.vjps) is Joint:
+            self.fail(f"op {op.name} has a Joint rule")
+        return node
+
+    def param_expr(self, val):
+        """None for a static op parameter; else a tuple structure naming the traced arrays inside it."""
+        if isinstance(val, np.ndarray):
+            v = self.array_value(val)
+            return v
+        if isinstance(val, tuple) and any(isinstance(e, np.ndarray) for e in val):
+            parts = tuple(self.param_expr(e) for e in val)
+            return parts if any(p is not None for p in parts) else None
+        return None
+
+
+_ACTIVE = []        # the open trace (one at a time)
+
+
+def _scope_text(scope):
+    return "" if scope is None else f", {scope!r}"
+
+
+def _traced_record(op, datas, parents, grad, params):
+    tr = _ACTIVE[-1] if _ACTIVE else None
+    result = _ORIG["record"](op, datas, parents, grad, params)
+    if tr is None:
+        return result
+    if tr.in_backward:
+        tr.fail(f"op {op.name} recorded during backward (create_graph)")
+        return result
+    try:
+        tr.add_node(op, datas, parents, params, result, grad)
+    except _Unsupported as e:
+        tr.fail(str(e))
+    return result
+
+
+def _traced_generator_for(rng):
+    if _ACTIVE:
+        _ACTIVE[-1].fail("a random draw inside the step (dropout draws its mask in Python at forward time)")
+    return _ORIG["generator_for"](rng)
+
+
+def _traced_backward(output, grad=None, retain_graph=False, create_graph=False):
+    tr = _ACTIVE[-1] if _ACTIVE else None
+    if tr is not None:
+        if grad is not None or create_graph:
+            tr.fail("backward with an explicit grad or create_graph")
+        elif tr.root is not None:
+            tr.fail("backward called more than once in the step")
+        else:
+            try:
+                tr.root = tr.resolve(output._node or output, output.data)
+            except _Unsupported as e:
+                tr.fail(str(e))
+        tr.in_backward = True
+    try:
+        return _ORIG["backward"](output, grad, retain_graph, create_graph)
+    finally:
+        if tr is not None:
+            tr.in_backward = False
+
+
+def _traced_store_grad(t, g):
+    tr = _ACTIVE[-1] if _ACTIVE else None
+    if tr is not None and not tr.in_backward:
+        tr.fail("gradients stored outside Tensor.backward (tapegrad.backward called directly?)")
+    return _ORIG["_store_grad"](t, g)
+
+
+def _traced_comparison(name, original):
+    ufunc = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+             "eq": np.equal, "ne": np.not_equal}[name]
+    cmp_op = _COMPARE_OPS.setdefault(name, _CompareOp(ufunc))
+
+    def compare(self, other):
+        result = original(self, other)
+        tr = _ACTIVE[-1] if _ACTIVE else None
+        if tr is not None and not tr.in_backward:
+            try:
+                a = (self._node or self, self.data)
+                b = (other._node or other, other.data) if isinstance(other, Tensor) else (None, other)
+                tr.add_node(cmp_op, (a[1], b[1]), (a[0], b[0]), {}, result, False)
+            except _Unsupported as e:
+                tr.fail(str(e))
+        return result
+    return compare
+
+
+_ORIG = {}
+_COMPARE_OPS = {}
+_CMP = ("lt", "le", "gt", "ge", "eq", "ne")
+
+
+def _install():
+    _ORIG.update(record=_op.record, generator_for=_ops.generator_for, backward=autodiff.backward,
+                 _store_grad=autodiff._store_grad)
+    _op.record = _traced_record
+    _ops.generator_for = _traced_generator_for
+    autodiff.backward = _traced_backward
+    autodiff._store_grad = _traced_store_grad
+    for name in _CMP:
+        _ORIG["cmp_" + name] = Tensor.__dict__[f"__{name}__"]
+        setattr(Tensor, f"__{name}__", _traced_comparison(name, _ORIG["cmp_" + name]))
+
+
+def _uninstall():
+    _op.record = _ORIG["record"]
+    _ops.generator_for = _ORIG["generator_for"]
+    autodiff.backward = _ORIG["backward"]
+    autodiff._store_grad = _ORIG["_store_grad"]
+    for name in _CMP:
+        setattr(Tensor, f"__{name}__", _ORIG["cmp_" + name])
+
+
+def _trace(fn, args, kwargs, rg_inputs):
+    """Run fn eagerly on args (Tensors), observing every primitive call. Returns (result, trace)."""
+    tr = _Trace(args)
+    for j, a in enumerate([a for a in args if isinstance(a, Tensor)]):
+        if True:
+            if a._node is not None and a.requires_grad:
+                tr.fail("an input is a computed Tensor that requires grad (its gradient would leave the step)")
+            v = _Value("input", f"x{j}", a.data, a.requires_grad and a._node is None, tensor=a)
+            v.node = j
+            tr.inputs.append(v)
+            tr.register(a._node or a, v)
+    last_write = _tape.LAST_WRITE
+    _install()
+    _ACTIVE.append(tr)
+    try:
+        with Tape():
+            result = fn(*args, **kwargs)
+    finally:
+        _ACTIVE.pop()
+        _uninstall()
+    if _tape.LAST_WRITE != last_write:
+        tr.fail("an in-place write to a parameter inside the step (an optimizer step inside the compiled function?)")
+    for node in tr.nodes:
+        if node.record is not None and node.record.retain:
+            tr.fail(f"retain_grad on the output of {node.op.name}")
+    try:
+        tr.result = _structure(tr, result)
+    except _Unsupported as e:
+        tr.fail(str(e))
+    return result, tr
+
+
+def _structure(tr, obj):
+    """The returned object as a structure of _Values (Tensors), None, tuples, lists and dicts."""
+    if obj is None:
+        return None
+    if isinstance(obj, Tensor):
+        v = tr.known.get(id(obj._node or obj))
+        if v is None:
+            raise _Unsupported("the step returns a Tensor that is not a value of the trace")
+        return v
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_structure(tr, o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _structure(tr, o) for k, o in obj.items()}
+    raise _Unsupported(f"the step returns a {type(obj).__name__} (a Python value would be baked into the replay)")
+
+
+# ------------------------------------------------------------------------------------------------------
+# comparing two traces (the second call's check, check=True)
+
+def _same_param(a, b):
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape \
+            and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same_param(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:
+        return a is b
+
+
+def _ref(v):
+    """How a value is referred to, comparable across traces."""
+    if v.kind == "node":
+        return ("node", v.node.k)
+    if v.kind == "alias":
+        return ("alias", _ref(v.node))
+    if v.kind == "param":
+        return ("param", id(v.tensor))
+    if v.kind == "input":
+        return ("input", v.node)
+    if v.kind == "number":
+        return ("number", type(v.number), v.number)
+    return ("const",)
+
+
+def _describe(node):
+    return f"record %{node.k} ({node.op.name}{_scope_text(node.scope)})"
+
+
+def _diff(old, new, outputs=None):
+    """The first difference between two traces, as text (None if they agree). With `outputs` (the old
+    program's values on the new inputs), values are compared too."""
+    for a, b in zip(old.nodes, new.nodes):
+        if a.op is not b.op:
+            return f"{_describe(a)}: the trace ran {a.op.name} here, this call ran {_describe(b)}"
+        if len(a.inputs) != len(b.inputs) or any(_ref(x) != _ref(y) for x, y in zip(a.inputs, b.inputs)):
+            return f"{_describe(a)}: its inputs come from different values in this call"
+        for x, y in zip(a.inputs, b.inputs):
+            if x.kind == "const" and not _same_param(np.asarray(x.array), np.asarray(y.array)):
+                return (f"{_describe(a)}: a constant input differs between calls (computed outside tapegrad "
+                        "ops from data that changes?)")
+        if a.params.keys() != b.params.keys() or not all(
+                (a.dyn[k] is not None) or _same_param(a.params[k], b.params[k]) for k in a.params):
+            return f"{_describe(a)}: its parameters differ in this call"
+        if outputs is not None and a.value.kind == "node":
+            got, want = outputs[a.k], b.out
+            if np.shape(got) != np.shape(want) or not np.allclose(got, want, rtol=1e-9, atol=0, equal_nan=True):
+                return f"{_describe(a)}: the replay computes a different value than eager execution"
+    if len(old.nodes) != len(new.nodes):
+        extra = old.nodes[len(new.nodes)] if len(old.nodes) > len(new.nodes) else new.nodes[len(old.nodes)]
+        return (f"the trace has {len(old.nodes)} records, this call made {len(new.nodes)} "
+                f"(first unmatched: {_describe(extra)})")
+    if (old.root is None) != (new.root is None) or (old.root is not None and _ref(old.root) != _ref(new.root)):
+        return "backward was called on a different value"
+    if [id(p.tensor) for p in old.params] != [id(p.tensor) for p in new.params]:
+        return "the step reads different parameters"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------
+# planning the backward sweep (the decisions of autodiff._sweep, made once) and writing the program
+
+def _rule_for(op, i):
+    rules = op.vjps
+    if type(rules) is PerInput:
+        return ("variadic", rules.rule)
+    if type(rules) is Joint:
+        raise _Unsupported(f"op {op.name} has a Joint rule")
+    rule = rules[i]
+    if rule is identity:
+        return ("identity", None)
+    if rule is None:
+        return None
+    return ("rule", rule)
+
+
+def _plan_backward(tr):
+    """Walk the sweep with the traced arrays. Returns (steps, leaves): steps is a list of
+    ("grad", node) / ("edge", node, i, src, how) in sweep order; leaves the (value) stores in order."""
+    root = tr.root
+    seed = np.ones(np.shape(root.array), root.array.dtype)
+    grads, owned, order = {id(root): seed}, set(), [root]
+    vals = {id(root): root}
+    steps = []
+    for node in reversed(tr.nodes):
+        key = id(node.value)
+        if key not in grads or node.value.kind != "node":
+            continue
+        g = grads.pop(key)
+        steps.append(("grad", node))
+        args = node.datas if node.op.keep_inputs else tuple(_spec(v, d) for v, d in zip(node.inputs, node.datas))
+        ans = node.out if node.op.keep_ans else None
+        for i, src in enumerate(node.inputs):
+            if src.kind == "alias":
+                continue
+            if src.kind not in ("node", "param", "input") or not src.requires_grad:
+                continue
+            how = _rule_for(node.op, i)
+            if how is None:
+                continue
+            kind, rule = how
+            if kind == "identity":
+                gi = g
+            elif kind == "variadic":
+                gi = rule(i, g, ans, args, **node.params)
+            else:
+                gi = rule(g, ans, *args, **node.params)
+            if gi is None:
+                continue
+            shape = np.shape(src.array)
+            ub = gi.shape != shape
+            if ub:
+                gi = autodiff.unbroadcast(gi, shape, node.record, i)
+            cast = None
+            if gi.dtype is not src.array.dtype and gi.dtype != src.array.dtype:
+                cast = src.array.dtype
+                gi = gi.astype(cast)
+            skey = id(src)
+            prev = grads.get(skey)
+            if prev is None:
+                vals[skey] = src
+                order.append(src)
+            indexed = type(gi) is IndexedGrad
+            inline_index = indexed and kind == "rule" and gi.values is g and "index" in node.params \
+                and gi.index is node.params["index"] and node.dyn.get("index") is None
+            if indexed:
+                basic = is_basic(gi.index)
+                if skey not in owned:
+                    acc = "zeros" if prev is None else "copy"
+                    prev = grads[skey] = np.zeros(gi.shape, gi.dtype) if prev is None else np.array(prev)
+                    owned.add(skey)
+                else:
+                    acc = "into"
+                gi.add_to(prev)
+            elif prev is None:
+                grads[skey], acc = gi, "assign"
+            elif skey in owned:
+                prev += gi
+                acc = "iadd"
+            else:
+                total = prev + gi
+                acc = "add"
+                if type(total) is not np.ndarray:
+                    total = np.asarray(total)
+                grads[skey] = total
+                owned.add(skey)
+            steps.append(("edge", node, i, src, dict(kind=kind, rule=rule, ub=ub, cast=cast, acc=acc,
+                                                       indexed=indexed, inline_index=inline_index,
+                                                       basic=indexed and basic, shape=shape,
+                                                       gshape=gi.shape, gdtype=gi.dtype)))
+        owned.discard(key)
+    leaves = [v for v in order if id(v) in grads and v.kind in ("param", "input")]
+    return steps, leaves
+
+
+def _spec(v, data):
+    if v.kind == "number" or not isinstance(data, np.ndarray):
+        return data
+    return _Spec(data.shape, data.dtype)
+
+
+class _Writer:
+    def __init__(self):
+        self.ns = {"np": np, "Tensor": Tensor, "unbroadcast": autodiff.unbroadcast, "_Stale": _Stale,
+                   "_store_grad": autodiff._store_grad}
+        self.names = {}
+
+    def bind(self, prefix, obj):
+        key = (prefix, id(obj))
+        name = self.names.get(key)
+        if name is None:
+            name = f"{prefix}{len(self.names)}"
+            self.names[key] = name
+            self.ns[name] = obj
+        return name
+
+    def fn_name(self, op):
+        f = op.forward
+        if isinstance(f, np.ufunc) and getattr(np, f.__name__, None) is f:
+            return f"np.{f.__name__}"
+        name = f"f_{op.name}"
+        if self.ns.get(name, f) is not f:
+            return self.bind(name + "_", f)
+        self.ns[name] = f
+        return name
+
+
+def _expr(v, w):
+    """Source text naming a value in the generated program."""
+    if v.kind == "number":
+        return repr(v.number)
+    if v.kind == "const":
+        return w.bind("c", v.array)
+    if v.kind == "alias":
+        return _expr(v.node, w)
+    return v.name
+
+
+def _param_text(node, w):
+    """`, **K3` or explicit keywords when a parameter holds a traced array (x[idx] with idx an input)."""
+    if not node.params:
+        return ""
+    if all(d is None for d in node.dyn.values()):
+        return ", **" + w.bind("K", node.params)
+    parts = []
+    for k, val in node.params.items():
+        d = node.dyn[k]
+        parts.append(f"{k}={_dyn_text(val, d, w)}")
+    return ", " + ", ".join(parts)
+
+
+def _dyn_text(val, d, w):
+    if d is None:
+        return w.bind("k", val) if not isinstance(val, (int, float, bool, type(None), str)) else repr(val)
+    if isinstance(d, _Value):
+        return _expr(d, w)
+    return "(" + "".join(_dyn_text(x, e, w) + ", " for x, e in zip(val, d)) + ")"
+
+
+def _comment(node):
+    scope = node.scope
+    label = repr(scope) if scope is not None else ""
+    shape = f"{tuple(np.shape(node.out))} {node.out.dtype}"
+    params = "".join(f" {k}={_tape._short(v)}" for k, v in node.params.items())
+    return f"# %{node.k} {node.op.name}{params} : {shape}" + (f" | {label}" if label and label != "<root>" else "")
+
+
+def _generate(tr):
+    """The program's source and namespace."""
+    w = _Writer()
+    lines = []
+    sig = [v.name for v in tr.inputs] + [f"T{v.name}" for v in tr.inputs if v.requires_grad]
+    lines.append(f"def step({', '.join(sig)}):")
+    if tr.params:
+        guard = " or ".join(f"{w.bind('P', p.tensor)}.data is not {p.name}" for p in tr.params)
+        lines.append(f"    if {guard}:")
+        lines.append("        raise _Stale   # a parameter's array was replaced: trace again")
+    for p in tr.params:
+        w.ns[p.name] = p.array              # the parameter's own array: in-place updates are seen
+    lines.append("    # forward: the Wengert list (one line per record)")
+    for node in tr.nodes:
+        args = []
+        for v, cast in zip(node.inputs, node.casts):
+            e = _expr(v, w)
+            if cast is not None:
+                e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
+            args.append(e)
+        call = f"{w.fn_name(node.op)}({', '.join(args)}{_param_text(node, w)})"
+        if np.ndim(node.out) == 0:
+            call = f"np.asarray({call})"
+        line = f"    {node.value.name} = {call}"
+        lines.append(f"{line:<60}  {_comment(node)}")
+    leaves = []
+    if tr.root is not None:
+        steps, leaves = _plan_backward(tr)
+        lines.append("    # backward: the adjoint, in reverse recording order (g_v = d loss / d v)")
+        root = tr.root
+        seed = np.ones(np.shape(root.array), root.array.dtype)
+        seed.setflags(write=False)
+        lines.append(f"    g_{_gname(root)} = {w.bind('ONES', seed)}{'':<30}  # seed: d loss / d loss = 1")
+        for step in steps:
+            if step[0] == "grad":
+                continue
+            _, node, i, src, how = step
+            lines.extend(_edge_lines(node, i, src, how, w))
+    lines.append("    # the outputs")
+    for v in leaves:
+        if v.kind == "param":
+            target = w.bind("P", v.tensor)
+        else:
+            target = f"T{v.name}"
+        lines.append(f"    _store_grad({target}, g_{_gname(v)})")
+    lines.append(f"    return {_result_text(tr.result, w)}")
+    return "\n".join(lines) + "\n", w.ns
+
+
+def _gname(v):
+    return v.name
+
+
+def _edge_lines(node, i, src, how, w):
+    g = f"g_{node.value.name}"
+    comment = f"# d/d {_expr(src, w) if src.kind != 'node' else '%' + str(src.node.k)} " \
+              f"by {node.op.name} %{node.k} input {i}" + (f" | {node.scope!r}" if node.scope is not None and repr(node.scope) != "<root>" else "")
+    acc_target = f"g_{_gname(src)}"
+    kind = how["kind"]
+    if how["inline_index"]:
+        idx = w.bind("K", node.params)
+        lines = []
+        if how["acc"] == "zeros":
+            lines.append(f"{acc_target} = np.zeros({how['gshape']}, {w.bind('dt', np.dtype(how['gdtype']))})")
+        elif how["acc"] == "copy":
+            lines.append(f"{acc_target} = np.array({acc_target})")
+        if how["basic"]:
+            lines.append(f"{acc_target}[{idx}['index']] += {g}")
+        else:
+            lines.append(f"np.add.at({acc_target}, {idx}['index'], {g})")
+        return [f"    {ln:<58}  {comment}" if j == len(lines) - 1 else f"    {ln}" for j, ln in enumerate(lines)]
+    ans = node.value.name if node.op.keep_ans else "None"
+    if node.op.keep_inputs:
+        args = []
+        for v, cast in zip(node.inputs, node.casts):
+            e = _expr(v, w)
+            if cast is not None:
+                e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
+            args.append(e)
+    else:
+        args = [_expr(v, w) if v.kind == "number" else w.bind("S", _spec(v, d)) if isinstance(d, np.ndarray)
+                else w.bind("k", d) for v, d in zip(node.inputs, node.datas)]
+    params = _param_text(node, w)
+    if kind == "identity":
+        e = g
+    elif kind == "variadic":
+        e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({i}, {g}, {ans}, ({''.join(a + ', ' for a in args)}){params})"
+    else:
+        e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({g}, {ans}, {', '.join(args)}{params})"
+    if how["ub"]:
+        e = f"unbroadcast({e}, {how['shape']})"
+    if how["cast"] is not None:
+        e = f"{e}.astype({w.bind('dt', np.dtype(how['cast']))})"
+    acc = how["acc"]
+    lines = []
+    if how["indexed"]:
+        lines.append(f"d = {e}")
+        if acc == "zeros":
+            lines.append(f"{acc_target} = np.zeros({how['gshape']}, {w.bind('dt', np.dtype(how['gdtype']))})")
+        elif acc == "copy":
+            lines.append(f"{acc_target} = np.array({acc_target})")
+        lines.append(f"d.add_to({acc_target})")
+    elif acc == "assign":
+        lines.append(f"{acc_target} = {e}")
+    elif acc == "iadd":
+        lines.append(f"{acc_target} += {e}")
+    else:
+        lines.append(f"{acc_target} = np.asarray({acc_target} + {e})"
+                     if np.ndim(src.array) == 0 else f"{acc_target} = {acc_target} + {e}")
+    return [f"    {ln:<58}  {comment}" if j == len(lines) - 1 else f"    {ln}" for j, ln in enumerate(lines)]
+
+
+def _result_text(r, w):
+    if r is None:
+        return "None"
+    if isinstance(r, _Value):
+        return f"Tensor({_expr(r, w)})"
+    if isinstance(r, tuple):
+        return "(" + "".join(_result_text(x, w) + ", " for x in r) + ")"
+    if isinstance(r, list):
+        return "[" + ", ".join(_result_text(x, w) for x in r) + "]"
+    return "{" + ", ".join(f"{k!r}: {_result_text(x, w)}" for k, x in r.items()) + "}"
+
+
+def _interpret_forward(tr, arrays):
+    """The trace's forward values on new input arrays (what the program computes), by node index."""
+    env, out = {}, {}
+
+    def get(v):
+        if v.kind == "input":
+            return arrays[v.node]
+        if v.kind == "alias":
+            return get(v.node)
+        if v.kind == "node":
+            return env[v.node.k]
+        if v.kind == "number":
+            return v.number
+        return v.array
+
+    for node in tr.nodes:
+        args = [get(v) if c is None else get(v).astype(c) for v, c in zip(node.inputs, node.casts)]
+        params = {k: (val if node.dyn[k] is None else _subst(val, node.dyn[k], get)) for k, val in node.params.items()}
+        o = node.op.forward(*args, **params)
+        env[node.k] = out[node.k] = np.asarray(o)
+    return out
+
+
+def _subst(val, d, get):
+    if d is None:
+        return val
+    if isinstance(d, _Value):
+        return get(d)
+    return tuple(_subst(x, e, get) for x, e in zip(val, d))
+
+
+# ------------------------------------------------------------------------------------------------------
+# the compiled step
+
+class _Entry:
+    __slots__ = ("trace", "program", "source", "eager", "calls")
+
+    def __init__(self):
+        self.trace = self.program = self.source = self.eager = None
+        self.calls = 0
+
+
+class Compiled:
+    """A compiled training step: call it like the function; `.source` is the generated program."""
+
+    def __init__(self, fn, check=False, check_every=None, cache_size=8):
+        self.fn, self.check, self.check_every, self.cache_size = fn, check, check_every, cache_size
+        self.cache = collections.OrderedDict()
+        self.warned = set()
+        self.traces = 0
+        self.__name__ = getattr(fn, "__name__", "step")
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    @property
+    def source(self):
+        """The most recently compiled program (forward and backward as Python), or a note if none yet."""
+        for entry in reversed(self.cache.values()):
+            if entry.source is not None:
+                return entry.source
+        return f"# {self.__name__}: not compiled yet (a program is written after two calls trace the same step)\n"
+
+    def __str__(self):
+        return self.source
+
+    def __repr__(self):
+        n = sum(e.program is not None for e in self.cache.values())
+        return f"<tapegrad.compile({self.__name__}): {n} program(s), {self.traces} trace(s)>"
+
+    def _warn(self, reason):
+        if reason not in self.warned:
+            self.warned.add(reason)
+            warnings.warn(f"tapegrad.compile({self.__name__}): {reason}; this step runs eagerly",
+                          CompileWarning, stacklevel=3)
+
+    def __call__(self, *args, **kwargs):
+        if _tape.ACTIVE_TAPES or not _tape.GRAD_ENABLED or _tape.ANOMALY or _ACTIVE:
+            return self.fn(*args, **kwargs)
+        args = tuple(a if isinstance(a, Tensor) else Tensor(a) if isinstance(a, np.ndarray) else a for a in args)
+        key = _key(args, kwargs)
+        entry = self.cache.get(key)
+        if entry is None:
+            entry = self.cache[key] = _Entry()
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(key)
+        if entry.eager:
+            return self.fn(*args, **kwargs)
+        if entry.program is not None:
+            entry.calls += 1
+            if self.check or (self.check_every and entry.calls % self.check_every == 0):
+                return self._checked(entry, args, kwargs)
+            try:
+                return entry.program(*_arrays(args))
+            except _Stale:
+                entry.trace = entry.program = entry.source = None
+        return self._trace(entry, args, kwargs)
+
+    def _trace(self, entry, args, kwargs):
+        result, tr = _trace(self.fn, args, kwargs, None)
+        self.traces += 1
+        if tr.unsupported:
+            entry.eager = True
+            self._warn(tr.unsupported)
+            return result
+        if entry.trace is None:
+            entry.trace = tr
+            return result
+        diff = _diff(entry.trace, tr)
+        if diff is not None:
+            entry.eager = True
+            self._warn(f"two calls traced different programs ({diff})")
+            return result
+        self._compile(entry, tr)
+        return result
+
+    def _compile(self, entry, tr):
+        try:
+            source, ns = _generate(tr)
+        except _Unsupported as e:
+            entry.eager = True
+            self._warn(str(e))
+            return
+        code = compile_source(source, f"<tapegrad.compile {self.__name__}>")
+        exec(code, ns)
+        entry.program, entry.source = ns["step"], source
+        entry.trace = _Skeleton(tr)
+
+    def _checked(self, entry, args, kwargs):
+        """Replay, then run eagerly; raise CompileError at the first difference (eager's results stay)."""
+        tr_old = entry.trace
+        leaves = [p.tensor for p in tr_old.params] + [a for a in args if isinstance(a, Tensor) and a.requires_grad]
+        before = [None if t.grad is None else np.array(t.grad) for t in leaves]
+        try:
+            out = entry.program(*_arrays(args))
+        except _Stale:
+            entry.trace = entry.program = entry.source = None
+            return self._trace(entry, args, kwargs)
+        replay = [None if t.grad is None else np.array(t.grad) for t in leaves]
+        for t, b in zip(leaves, before):
+            t.grad = b
+        values = _interpret_forward(tr_old, _arrays(args))
+        result, tr = _trace(self.fn, args, kwargs, None)
+        diff = _diff(tr_old, tr, values)
+        if diff is None:
+            for t, r in zip(leaves, replay):
+                e = t.grad
+                if (e is None) != (r is None) or (e is not None and not np.allclose(e, r, rtol=1e-9, atol=0,
+                                                                                    equal_nan=True)):
+                    diff = f"the gradient of {t.name or 'a parameter of shape ' + str(t.shape)} differs"
+                    break
+        if diff is not None:
+            raise CompileError(f"tapegrad.compile({self.__name__}): the replay diverges from eager execution at "
+                               f"{diff}. Python control flow on tensor values is baked into a trace; this call's "
+                               "results (left in .grad) are eager's")
+        del out
+        return result
+
+
+class _Skeleton:
+    """What a compiled entry keeps of its trace for later checks: nodes without the traced arrays' graph."""
+
+    def __init__(self, tr):
+        self.nodes, self.params, self.root, self.inputs = tr.nodes, tr.params, tr.root, tr.inputs
+        for node in tr.nodes:
+            node.datas = tuple(_spec(v, d) if v.kind not in ("const", "number") else d
+                               for v, d in zip(node.inputs, node.datas))
+            node.record = node.out = node.value.array = None
+        for v in tr.inputs:
+            v.array = None
+
+
+def compile_source(source, filename):
+    import builtins
+    return builtins.compile(source, filename, "exec")
+
+
+def _arrays(args):
+    return [a.data for a in args if isinstance(a, Tensor)] + [a for a in args if isinstance(a, Tensor)
+                                                            and a.requires_grad and a._node is None]
+
+
+def _key(args, kwargs):
+    parts = [get_default_dtype().str]
+    for a in list(args) + [kwargs[k] for k in sorted(kwargs)]:
+        if isinstance(a, Tensor):
+            d = a.data
+            parts.append(("T", d.shape, d.dtype.str, a.requires_grad, a._node is None,
+                          d.tobytes() if d.dtype.kind in "iub" else None))
+        else:
+            try:
+                hash(a)
+                parts.append(("v", type(a), a))
+            except TypeError:
+                parts.append(("id", id(a)))
+    parts.append(tuple(sorted(kwargs)))
+    return tuple(parts)
+
+
+def compile(fn=None, *, check=False, check_every=None, cache_size=8):
+    """Compile a training step `fn(*inputs)` (ordinary eager code that calls `loss.backward()`).
+
+    The first two calls with given input shapes run eagerly and trace; when their traces agree, later
+    calls replay a generated straight-line numpy program with eager's numbers (`.source` shows it).
+    check=True re-runs every call eagerly and raises CompileError at the first difference;
+    check_every=N does so every N-th replay. Up to `cache_size` programs (input shapes) are kept.
+    Usable as a decorator: `@tapegrad.compile` or `@tapegrad.compile(check=True)`.
+    """
+    if fn is None:
+        return lambda f: Compiled(f, check, check_every, cache_size)
+    return Compiled(fn, check, check_every, cache_size)

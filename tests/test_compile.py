@@ -1,0 +1,466 @@
+"""tapegrad.compile: the replayed program computes eager's loss and gradients (float64, to 1e-12), and
+refuses (eager fallback, CompileError, retrace) wherever a replay could be wrong."""
+import pathlib
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad.compile import CompileError, CompileWarning
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import handwritten  # noqa: E402
+
+RTOL = 1e-12
+
+
+def _grads(params):
+    return [None if p.grad is None else np.array(p.grad) for p in params]
+
+
+def _close(a, b, what):
+    assert (a is None) == (b is None), what
+    if a is not None:
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-300, err_msg=what)
+
+
+def run_both(step, params, make_inputs, calls=4, keep_grads=False, expect_compiled=True):
+    """Call eager `step` and compiled `step` on the same inputs; loss and every .grad must agree.
+    keep_grads: do not reset .grad between calls (accumulation into existing .grad)."""
+    compiled = tg.compile(step)
+    eager_grads = [None] * len(params)
+    for i in range(calls):
+        inputs = make_inputs(i)
+        for p, g in zip(params, eager_grads):
+            p.grad = None if g is None or not keep_grads else np.array(g)
+        before = _grads(params)
+        ref = step(*[tg.tensor(x) if isinstance(x, np.ndarray) else x for x in inputs])
+        ref_grads = _grads(params)
+        for p, g in zip(params, before):
+            p.grad = g
+        got = compiled(*inputs)
+        got_grads = _grads(params)
+        _close(np.asarray(got.data), np.asarray(ref.data), f"loss, call {i}")
+        for n, (a, b) in enumerate(zip(got_grads, ref_grads)):
+            _close(a, b, f"grad of parameter {n}, call {i}")
+        eager_grads = ref_grads
+    if expect_compiled:
+        assert any(e.program is not None for e in compiled.cache.values()), compiled.warned
+    return compiled
+
+
+def param(*shape, seed=0, scale=1.0, positive=False):
+    a = np.random.default_rng(seed).standard_normal(shape) * scale
+    return tg.tensor(np.abs(a) + 0.5 if positive else a, requires_grad=True)
+
+
+def data(i, *shape, positive=False):
+    a = np.random.default_rng(100 + i).standard_normal(shape)
+    return np.abs(a) + 0.5 if positive else a
+
+
+UNARY = {
+    "exp": tg.exp, "tanh": tg.tanh, "sigmoid": tg.sigmoid, "relu": tg.relu, "abs": tg.abs, "neg": tg.neg,
+    "log": lambda x: tg.log(x * x + 1), "sqrt": lambda x: tg.sqrt(x * x + 1),
+    "clip": lambda x: tg.clip(x, -0.5, 0.5), "softmax": lambda x: tg.softmax(x, -1),
+    "log_softmax": lambda x: tg.log_softmax(x, 0), "logsumexp": lambda x: tg.logsumexp(x, axis=1),
+    "sum_axis": lambda x: tg.sum(x, axis=0), "mean": lambda x: tg.mean(x, axis=-1, keepdims=True),
+    "max": lambda x: tg.max(x, axis=1), "reshape": lambda x: tg.reshape(x, (4, 3)),
+    "transpose": lambda x: tg.transpose(x, -1, -2), "expand_squeeze": lambda x: tg.squeeze(tg.expand_dims(x, 0), 0),
+    "broadcast_to": lambda x: tg.broadcast_to(x[:1], (5, 3, 4)), "pow": lambda x: (x * x + 1) ** 1.5,
+    "split": lambda x: tg.split(x, 2, axis=-1)[1] * 2, "mT": lambda x: x.mT @ x,
+    "getitem_slices": lambda x: x[1:, ::2], "getitem_repeated": lambda x: x[np.array([0, 2, 0, 0])],
+    "take_repeated": lambda x: tg.take(x, np.array([[1, 1], [2, 0]]), axis=0),
+    "concat": lambda x: tg.concat([x, x * 2, x[:1]], axis=0), "stack": lambda x: tg.stack([x, -x, x], axis=-1),
+    "astype": lambda x: tg.astype(x, np.float32).astype(np.float64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_primitives(name):
+    f = UNARY[name]
+    W = param(3, 4)
+
+    def step(x):
+        loss = (f(W * x) * 1.3).sum()
+        loss.backward()
+        return loss
+    run_both(step, [W], lambda i: (data(i, 3, 4),))
+
+
+BINARY = {
+    "add": tg.add, "sub": tg.sub, "mul": tg.mul, "div": lambda a, b: a / (b * b + 1), "maximum": tg.maximum,
+    "minimum": tg.minimum, "pow": lambda a, b: (a * a + 1) ** b, "where": lambda a, b: tg.where(a > b, a, b * 3),
+    "matmul": lambda a, b: a @ b.T, "mse": lambda a, b: tg.mse_loss(a, tg.broadcast_to(b, (3, 4)), reduction="none") + tg.mse_loss(a, a * b),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_binary_primitives_with_broadcasting(name):
+    f = BINARY[name]
+    A, b = param(3, 4), param(4, seed=1)           # b broadcasts against A (for matmul: (4,) @ (4, 3))
+
+    def step(x):
+        y = f(A * x, b) if name != "matmul" else f(b, A * x)
+        loss = (y * y).sum()
+        loss.backward()
+        return loss
+    run_both(step, [A, b], lambda i: (data(i, 3, 4),))
+
+
+def test_batched_matmul_broadcasting_and_accumulation_into_existing_grad():
+    W, v = param(4, 5), param(1, 5, seed=2)
+
+    def step(x, y):
+        z = tg.tanh(x @ W + v) * y             # (2, 3, 5): batch of rows times one matrix, broadcast bias
+        loss = z.sum() + tg.mse_loss(z[:, 0], y[:, 1]) + (v * v).mean()
+        loss.backward()
+        return loss
+    run_both(step, [W, v], lambda i: (data(i, 2, 3, 4), data(i + 7, 2, 3, 5)), keep_grads=True)
+
+
+def test_cross_entropy_fixed_targets_and_zero_d_parameter():
+    W, s = param(4, 3), tg.tensor(np.array(0.7), requires_grad=True)
+    targets = np.array([0, 2, 1, 2, 2])
+
+    def step(x):
+        loss = tg.cross_entropy((x @ W) * s, targets) * s
+        loss.backward()
+        return loss
+    run_both(step, [W, s], lambda i: (data(i, 5, 4),), keep_grads=True)
+
+
+def test_input_requiring_grad_gets_its_grad():
+    W = param(3, 3)
+    c = tg.compile(lambda x: _backward((tg.tanh(x @ W) ** 2).sum()))
+    for i in range(4):
+        x = tg.tensor(data(i, 2, 3), requires_grad=True)
+        xr = tg.tensor(x.data, requires_grad=True)
+        W.grad = None
+        _backward((tg.tanh(xr @ W) ** 2).sum())
+        ref = W.grad.copy()
+        W.grad = None
+        c(x)
+        _close(x.grad, xr.grad, "input grad")
+        _close(W.grad, ref, "W grad")
+
+
+def _backward(loss):
+    loss.backward()
+    return loss
+
+
+# -- recurrent cells written with ops, as in benchmarks/bptt.py, and tapegrad.nn -----------------------
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_cells_from_ops_match_eager_and_handwritten(cell):
+    import bptt
+    rng = np.random.default_rng(3)
+    B, D, H, T = 2, 3, 4, 5
+    p = handwritten.init_params(cell, D, H, D, rng, np.float64)
+    params = {n: tg.tensor(v, requires_grad=True) for n, v in p.items()}
+    ops = type("ops", (), dict(tanh=staticmethod(tg.tanh), sigmoid=staticmethod(tg.sigmoid),
+                               mse=staticmethod(tg.mse_loss)))
+
+    def step(xs, ys):
+        loss = bptt.framework_loss(ops, cell, params, list(xs), list(ys), tg.tensor(np.zeros((B, H))))
+        loss.backward()
+        return loss
+    c = run_both(step, list(params.values()), lambda i: handwritten.make_data(B, D, D, T,
+                                                                             np.random.default_rng(i), np.float64))
+    xs, ys = handwritten.make_data(B, D, D, T, np.random.default_rng(9), np.float64)
+    for q in params.values():
+        q.grad = None
+    loss = c(xs, ys)
+    ref_loss, ref = handwritten.STEPS[cell](p, xs, ys)
+    np.testing.assert_allclose(loss.item(), ref_loss, rtol=1e-10)
+    for n, g in ref.items():
+        np.testing.assert_allclose(params[n].grad, g, rtol=1e-9, atol=1e-12, err_msg=n)
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell", "GRUCell_after"])
+@pytest.mark.parametrize("lengths", [None, [5, 3, 1]])
+def test_nn_cells_through_unroll(kind, lengths):
+    rng = np.random.default_rng(4)
+    if kind == "GRUCell_after":
+        cell = tg.nn.GRUCell(3, 4, reset_after=True, dtype=np.float64, rng=rng)
+    else:
+        cell = getattr(tg.nn, kind)(3, 4, dtype=np.float64, rng=rng)
+    head = tg.nn.Linear(4, 2, dtype=np.float64, rng=rng)
+    params = list(cell.parameters()) + list(head.parameters())
+
+    def step(xs, ys):
+        out, state = tg.nn.unroll(cell, xs, lengths=lengths)
+        h = state[0] if isinstance(state, tuple) else state
+        loss = tg.mse_loss(head(out), ys) + (h * h).mean()
+        loss.backward()
+        return loss
+    run_both(step, params, lambda i: (data(i, 3, 5, 3), data(i + 9, 3, 5, 2)))
+
+
+def test_unroll_truncated_and_list_inputs_and_stacked():
+    rng = np.random.default_rng(5)
+    cell = tg.nn.LSTMCell(3, 4, dtype=np.float64, rng=rng)
+    deep = tg.nn.StackedRNN([tg.nn.GRUCell(3, 4, dtype=np.float64, rng=rng),
+                             tg.nn.RNNCell(4, 4, dtype=np.float64, rng=rng)])
+    params = list(cell.parameters()) + list(deep.parameters())
+
+    def step(xs):
+        out, _ = tg.nn.unroll(cell, [xs[:, t] for t in range(6)], truncate=2)
+        out2, _ = deep(xs)
+        loss = (out * out).sum() + out2.mean()
+        loss.backward()
+        return loss
+    run_both(step, params, lambda i: (data(i, 2, 6, 3),))
+
+
+def test_float32_bit_identical():
+    rng = np.random.default_rng(6)
+    cell = tg.nn.LSTMCell(3, 8, dtype=np.float32, rng=rng)
+    params = list(cell.parameters())
+
+    def step(xs):
+        out, _ = tg.nn.unroll(cell, xs, time_major=True)
+        loss = (out * out).mean()
+        loss.backward()
+        return loss
+    c = tg.compile(step)
+    for i in range(4):
+        xs = data(i, 7, 2, 3).astype(np.float32)
+        for q in params:
+            q.grad = None
+        ref_loss = step(tg.tensor(xs))
+        ref = _grads(params)
+        for q in params:
+            q.grad = None
+        loss = c(xs)
+        assert loss.data.tobytes() == ref_loss.data.tobytes()
+        for a, b in zip(_grads(params), ref):
+            assert a.tobytes() == b.tobytes()
+
+
+# -- fallback, checks, parameters, retracing ---------------------------------------------------------
+def test_dropout_falls_back_to_eager_with_one_warning():
+    W = param(3, 3)
+    gen_a, gen_b = np.random.default_rng(0), np.random.default_rng(0)
+
+    def make(gen):
+        def step(x):
+            loss = tg.dropout(tg.tanh(x @ W), 0.5, gen).sum()
+            loss.backward()
+            return loss
+        return step
+    c = tg.compile(make(gen_a))
+    eager = make(gen_b)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(5):
+            x = data(i, 4, 3)
+            W.grad = None
+            ref = eager(tg.tensor(x)).item()
+            ref_g = W.grad.copy()
+            W.grad = None
+            assert c(x).item() == ref                       # the same masks: eager draws them every call
+            np.testing.assert_array_equal(W.grad, ref_g)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, CompileWarning)]
+    assert len(msgs) == 1 and "random draw" in msgs[0] and "dropout" in msgs[0]
+
+
+def test_checkpoint_falls_back_to_eager():
+    cell = tg.nn.RNNCell(2, 3, dtype=np.float64, rng=np.random.default_rng(1))
+
+    def step(xs):
+        out, _ = tg.nn.unroll(cell, xs, checkpoint_every=2)
+        loss = (out * out).sum()
+        loss.backward()
+        return loss
+    with pytest.warns(CompileWarning, match="checkpoint"):
+        run_both(step, list(cell.parameters()), lambda i: (data(i, 2, 5, 2),), expect_compiled=False)
+
+
+def test_constant_computed_outside_ops_from_the_inputs_is_caught():
+    W = param(3)
+
+    def step(x):
+        scale = tg.tensor(np.abs(x.data).max())     # numpy on .data: invisible to the trace
+        loss = (x * W * scale).sum()
+        loss.backward()
+        return loss
+    with pytest.warns(CompileWarning, match="constant"):
+        run_both(step, [W], lambda i: (data(i, 3),), expect_compiled=False)
+
+
+def test_check_catches_a_value_dependent_branch():
+    W = param(3)
+
+    def step(x):
+        y = x * W
+        y = tg.tanh(y) if float(x.data.sum()) > 0 else tg.sigmoid(y)    # baked into the trace
+        loss = y.sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step, check=True)
+    pos = np.array([1.0, 2.0, 3.0])
+    c(pos), c(pos * 2), c(pos * 3)                   # traced twice (same branch), then a checked replay
+    W.grad = None
+    with pytest.raises(CompileError, match=r"record %1 \(tanh.*sigmoid"):
+        c(-pos)
+    W.grad = None
+    step(tg.tensor(-pos))
+    ref = W.grad.copy()
+    W.grad = None
+    with pytest.raises(CompileError):
+        c(-pos)
+    np.testing.assert_array_equal(W.grad, ref)       # what the failed call leaves is eager's
+
+
+def test_check_every():
+    W = param(3)
+    calls = []
+
+    def step(x):
+        calls.append(1)
+        loss = (x * W).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step, check_every=3)
+    for i in range(8):
+        c(data(i, 3))
+    assert len(calls) == 2 + 2                       # two traces, then an eager re-run at replays 3 and 6
+
+
+def test_optimizer_in_place_update_is_seen_and_training_matches_eager():
+    def model(seed):
+        rng = np.random.default_rng(seed)
+        cell = tg.nn.GRUCell(3, 4, dtype=np.float64, rng=rng)
+        head = tg.nn.Linear(4, 1, dtype=np.float64, rng=rng)
+        return cell, head, list(cell.parameters()) + list(head.parameters())
+
+    def make_step(cell, head):
+        def step(xs, ys):
+            out, _ = tg.nn.unroll(cell, xs)
+            loss = tg.mse_loss(head(out), ys)
+            loss.backward()
+            return loss
+        return step
+    results = []
+    for compiled in (False, True):
+        cell, head, params = model(7)
+        opt = tg.optim.Adam(params, lr=0.05)
+        step = make_step(cell, head)
+        step = tg.compile(step) if compiled else step
+        losses = []
+        for i in range(8):
+            opt.zero_grad()
+            xs, ys = data(i, 2, 4, 3), data(i + 50, 2, 4, 1)
+            losses.append(step(xs, ys).item() if compiled else step(tg.tensor(xs), tg.tensor(ys)).item())
+            opt.step()
+        results.append((losses, [p.data.copy() for p in params]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=RTOL)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=RTOL)
+    assert len(set(results[1][0])) == 8              # the loss moves: updates reached the replay
+
+
+def test_replacing_a_parameter_array_retraces():
+    W = param(3)
+
+    def step(x):
+        loss = (x * W).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step)
+    x = np.array([1.0, 2.0, 3.0])
+    for _ in range(3):
+        c(x)
+    traces = c.traces
+    W.data = np.array([10.0, 20.0, 30.0])            # a new array: the bound one is stale
+    assert c(np.array([1.0, 1.0, 1.0])).item() == 60.0
+    assert c.traces == traces + 1
+
+
+def test_new_shapes_retrace_and_cache_is_bounded():
+    W = param(1)
+
+    def step(x):
+        loss = (x * W).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step, cache_size=3)
+    for n in range(1, 6):
+        for rep in range(3):
+            W.grad = None
+            assert c(np.arange(n, dtype=float) + rep).item() == pytest.approx(W.data[0] * (np.arange(n) + rep).sum())
+            assert W.grad[0] == pytest.approx((np.arange(n) + rep).sum())
+    assert len(c.cache) == 3 and c.traces == 10
+
+
+def test_optimizer_step_inside_the_function_falls_back():
+    W = param(3)
+    opt = tg.optim.SGD([W], lr=0.1)
+
+    def step(x):
+        opt.zero_grad()
+        loss = (x * W).sum()
+        loss.backward()
+        opt.step()
+        return loss
+    c = tg.compile(step)
+    with pytest.warns(CompileWarning, match="in-place write"):
+        for i in range(4):
+            c(data(i, 3))
+
+
+def test_returning_a_python_number_falls_back():
+    W = param(3)
+
+    def step(x):
+        loss = (x * W).sum()
+        loss.backward()
+        return loss.item()
+    c = tg.compile(step)
+    with pytest.warns(CompileWarning, match="returns a float"):
+        assert [c(data(i, 3)) for i in range(3)] == [float((data(i, 3) * W.data).sum()) for i in range(3)]
+
+
+def test_forward_only_and_index_inputs():
+    E = param(6, 3)
+
+    def step(ids, x):
+        return (tg.take(E, ids) * x).sum(axis=-1)
+    c = tg.compile(step)
+    ids = np.array([1, 1, 4])
+    for i in range(3):
+        np.testing.assert_array_equal(c(ids, data(i, 3, 3)).data, step(tg.tensor(ids), tg.tensor(data(i, 3, 3))).data)
+    np.testing.assert_array_equal(c(np.array([0, 5, 5]), data(0, 3, 3)).data,    # new index values: retrace
+                                  step(tg.tensor(np.array([0, 5, 5])), tg.tensor(data(0, 3, 3))).data)
+
+
+def test_source_is_readable_with_scope_comments():
+    rng = np.random.default_rng(0)
+    W = tg.tensor(rng.standard_normal((3, 3)), requires_grad=True, name="W_hh")
+
+    def step(xs):
+        h = tg.tensor(np.zeros((1, 3)))
+        for t in range(2):
+            with tg.scope("rnn", t=t):
+                h = tg.tanh(xs[t] + h @ W)
+        loss = (h * h).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step)
+    assert "not compiled yet" in c.source
+    for i in range(3):
+        c(data(i, 2, 1, 3))
+    src = c.source
+    assert str(c) == src
+    assert "# forward" in src and "# backward" in src
+    assert "| rnn t=0" in src and "| rnn t=1" in src
+    assert "np.tanh(" in src and "p_W_hh" in src and "_store_grad(" in src
+    compile(src, "<check>", "exec")
+
+
+def test_fuzzed_programs_if_available():
+    programs = pytest.importorskip("programs")   # tests/programs.py (the program generator), when it exists
+    pytest.skip(f"program generator present ({programs.__name__}); its API is not wired here yet")
