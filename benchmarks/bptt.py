@@ -47,7 +47,8 @@ SIZES = {
     "large": dict(B=64, D=256, H=512, T=100),
 }
 CELLS = ("elman", "lstm", "gru")
-BASELINE = "hand-numpy"
+BASELINE = "hand-numpy"           # the seed-style hand-written code (per-gate products inside the loop)
+CAREFUL = "hand-careful"          # the careful hand-written code; ratios are against it where it exists
 UNTRACED = {"pytorch"}           # allocations tracemalloc cannot see
 _SKIPPED = set()                 # contenders already reported as not importable
 
@@ -133,7 +134,7 @@ def hips_autograd(cell, p, xs, ys):
     return lambda: value_and_grad(p)
 
 
-def tapegrad_builtin(cell, p, xs, ys):
+def tapegrad_builtin(cell, p, xs, ys, compiled=False):
     """tapegrad.nn's built-in cell through `unroll` (fused gate weights, inputs projected before the
     loop) and one output projection for all steps; the same loss: sum over t of mean((y_t - target_t)**2)."""
     import tapegrad as tg
@@ -146,12 +147,17 @@ def tapegrad_builtin(cell, p, xs, ys):
     V, c = tg.tensor(p["V"], requires_grad=True), tg.tensor(p["c"], requires_grad=True)
     xs_, ys_ = tg.tensor(xs), tg.tensor(ys)
 
-    def step():
-        for q in (*net.parameters(), V, c):
-            q.grad = None
+    def train(xs_, ys_):
         out, _ = tg.nn.unroll(net, xs_, time_major=True)
         loss = tg.mse_loss(out @ V + c, ys_, reduction="sum") / (B * O)
         loss.backward()
+        return loss
+    train = tg.compile(train) if compiled else train
+
+    def step():
+        for q in (*net.parameters(), V, c):
+            q.grad = None
+        loss = train(xs_, ys_)
         grads = {"V": V.grad, "c": c.grad}
         for name, hand in (("W_x", "U"), ("W_h", "W"), ("b", "b")):
             for k, g in zip(blocks, np.split(getattr(net, name).grad, len(blocks), axis=-1)):
@@ -160,8 +166,48 @@ def tapegrad_builtin(cell, p, xs, ys):
     return step
 
 
-CONTENDERS = {BASELINE: hand_numpy, "tapegrad": tapegrad, "tapegrad-ckpt": tapegrad_checkpointed,
-              "tapegrad-nn": tapegrad_builtin, "pytorch": pytorch, "autograd": hips_autograd}
+def hand_careful(cell, p, xs, ys):
+    """The careful hand-written baseline (handwritten.CarefulLSTM / CarefulElman): fused gates, hoisted input
+    and output products, preallocated buffers, in-place updates, one product per weight gradient."""
+    if cell not in handwritten.CAREFUL:
+        raise ImportError(f"no careful hand-written {cell}")
+    step = handwritten.make_careful(cell, p, xs.shape[0], xs.shape[1])
+    return lambda: step(xs, ys)
+
+
+def tapegrad_compiled(cell, p, xs, ys):
+    """The `tapegrad` contender's step (the cell written as ops) under `tapegrad.compile`."""
+    import tapegrad as tg
+    ops = SimpleNamespace(tanh=tg.tanh, sigmoid=tg.sigmoid, mse=tg.mse_loss)
+    params = {n: tg.tensor(v, requires_grad=True) for n, v in p.items()}
+    xs_, ys_, h0 = [tg.tensor(x) for x in xs], [tg.tensor(y) for y in ys], tg.tensor(_h0(p, xs))
+
+    def train(xs, ys):
+        loss = framework_loss(ops, cell, params, xs, ys, h0)
+        loss.backward()
+        return loss
+    compiled = tg.compile(train)
+
+    def step():
+        for q in params.values():
+            q.grad = None
+        loss = compiled(xs_, ys_)                # backward ran inside
+        return loss.item(), {n: q.grad for n, q in params.items()}
+    step()                                   # the first of the two tracing calls (make_steps makes the second)
+    return step
+
+
+def tapegrad_nn_compiled(cell, p, xs, ys):
+    """The `tapegrad-nn` contender's step (built-in cell through unroll) under `tapegrad.compile`."""
+    import tapegrad as tg
+    builtin = tapegrad_builtin(cell, p, xs, ys, compiled=True)
+    builtin()
+    return builtin
+
+
+CONTENDERS = {BASELINE: hand_numpy, CAREFUL: hand_careful, "tapegrad": tapegrad, "tapegrad-ckpt": tapegrad_checkpointed,
+              "tapegrad-nn": tapegrad_builtin, "tapegrad-compiled": tapegrad_compiled,
+              "tapegrad-nn-compiled": tapegrad_nn_compiled, "pytorch": pytorch, "autograd": hips_autograd}
 
 
 def make_steps(names, cell, size, seed=0):
@@ -217,15 +263,22 @@ def peak_memory(step):
 
 def print_header(title, unit, names):
     print(title)
-    cols = ["size", "cell"] + [f"{n} {unit}" for n in names] + [f"{n}/hand" for n in names if n != BASELINE]
+    print(f"ratios: to {CAREFUL} where it exists (LSTM, Elman), else (base = {BASELINE}) to {BASELINE}")
+    cols = ["size", "cell"] + [f"{n} {unit}" for n in names] + ["base"] + \
+        [f"{n}/base" for n in names if n != _base_name({CAREFUL: 1})]
     print("  ".join(f"{c:>14}" for c in cols))
 
 
+def _base_name(v):
+    return CAREFUL if v.get(CAREFUL) is not None else BASELINE
+
+
 def print_row(size, cell, v, names):
-    """v: name -> value or None; prints each contender's value, then its ratio to hand-numpy."""
-    vals = [f"{v[n]:.3f}" if v[n] is not None else "n/a" for n in names]
-    ratios = [f"{v[n] / v[BASELINE]:.2f}" if v[n] is not None else "n/a" for n in names if n != BASELINE]
-    print("  ".join(f"{c:>14}" for c in [size, cell] + vals + ratios), flush=True)
+    """v: name -> value or None; prints each contender's value, then its ratio to the baseline."""
+    base = _base_name(v)
+    vals = [f"{v[n]:.3f}" if v.get(n) is not None else "n/a" for n in names]
+    ratios = [f"{v[n] / v[base]:.2f}" if v.get(n) is not None else "n/a" for n in names if n != CAREFUL]
+    print("  ".join(f"{c:>14}" for c in [size, cell] + vals + [base] + ratios), flush=True)
 
 
 def main(argv=None):
@@ -237,6 +290,8 @@ def main(argv=None):
     ap.add_argument("--memory", metavar="SIZE", choices=SIZES, help="report peak memory of one step at SIZE instead")
     args = ap.parse_args(argv)
     names = [BASELINE] + [n for n in args.contenders.split(",") if n and n != BASELINE]
+    names = [n for n in names if n != CAREFUL]
+    names.insert(1, CAREFUL)
     print(f"numpy {np.__version__}, python {sys.version.split()[0]}, single thread")
     if args.memory:
         print_header("peak memory of one step (tracemalloc; n/a for pytorch, whose allocator it cannot see)",

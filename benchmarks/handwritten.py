@@ -141,3 +141,169 @@ def gru_step(p, xs, ys):
 
 
 STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step}
+
+
+# -- the careful baseline ---------------------------------------------------------------------------
+# What a performance-minded numpy programmer writes: gate weights fused into one (D, G*H) and one
+# (H, G*H) matrix (fused once, outside the step), the input projection of all T steps and the output
+# layer of all T steps as one product each, buffers preallocated once and reused by every step,
+# elementwise work in place (`out=`), and each weight's gradient as one product over all steps
+# (sum_t h_{t-1}^T da_t = H_prev^T dA with the steps stacked). Same math, loss and gradients as the
+# step functions above (checked in tests/test_compile.py); `make_careful(cell, p, T, B)` returns
+# step(xs, ys) -> (loss, grads), grads keyed like p (per-gate views into the fused gradients).
+
+class CarefulLSTM:
+    """LSTM with fused gates in the order i, f, o (sigmoid, one call) then g (tanh)."""
+    order = "ifog"
+
+    def __init__(self, p, T, B):
+        H = p["Wi"].shape[0]
+        D, O = p["Ui"].shape[0], p["V"].shape[1]
+        dt = p["V"].dtype
+        self.H, self.T, self.B = H, T, B
+        self.Wx = np.ascontiguousarray(np.concatenate([p["U" + k] for k in self.order], 1))   # (D, 4H)
+        self.Wh = np.ascontiguousarray(np.concatenate([p["W" + k] for k in self.order], 1))   # (H, 4H)
+        self.WhT = np.ascontiguousarray(self.Wh.T)
+        self.b = np.concatenate([p["b" + k] for k in self.order])
+        self.V, self.c = p["V"], p["c"]
+        self.VT = np.ascontiguousarray(self.V.T)
+        z = lambda *shape: np.zeros(shape, dt)   # noqa: E731
+        self.A = z(T, B, 4 * H)          # pre-activations, then (in place) the gate activations
+        self.hs, self.cs, self.tc = z(T + 1, B, H), z(T + 1, B, H), z(T, B, H)
+        self.Y = z(T * B, O)
+        self.dA = z(T, B, 4 * H)
+        self.dH = z(T * B, H)
+        self.tmp, self.dh, self.dc, self.dnext, self.cnext = z(B, 4 * H), z(B, H), z(B, H), z(B, H), z(B, H)
+        self.t1, self.t2 = z(B, H), z(B, H)
+        self.g = {"Wx": z(D, 4 * H), "Wh": z(H, 4 * H), "b": z(4 * H), "V": z(H, O), "c": z(O)}
+
+    def __call__(self, xs, ys):
+        T, B, H = self.T, self.B, self.H
+        A, hs, cs, tc, tmp = self.A, self.hs, self.cs, self.tc, self.tmp
+        A2 = A.reshape(T * B, 4 * H)
+        np.dot(xs.reshape(T * B, -1), self.Wx, out=A2)          # all steps' input projections
+        A2 += self.b
+        for t in range(T):
+            a = A[t]
+            np.dot(hs[t], self.Wh, out=tmp)
+            a += tmp
+            s = a[:, :3 * H]                                     # i, f, o: sigmoid = 1 / (1 + exp(-a))
+            np.negative(s, out=s)
+            np.exp(s, out=s)
+            s += 1.0
+            np.reciprocal(s, out=s)
+            g = a[:, 3 * H:]
+            np.tanh(g, out=g)
+            i, f, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H]
+            np.multiply(f, cs[t], out=cs[t + 1])
+            np.multiply(i, g, out=self.t1)
+            cs[t + 1] += self.t1
+            np.tanh(cs[t + 1], out=tc[t])
+            np.multiply(o, tc[t], out=hs[t + 1])
+        # output layer of all steps at once
+        Hs = hs[1:].reshape(T * B, H)
+        Y = self.Y
+        np.dot(Hs, self.V, out=Y)
+        Y += self.c
+        Y -= ys.reshape(T * B, -1)                               # diff
+        loss = np.vdot(Y, Y) / (B * Y.shape[1])
+        Y *= 2.0 / (B * Y.shape[1])                              # d loss / d yhat
+        gr = self.g
+        np.dot(Hs.T, Y, out=gr["V"])
+        np.add.reduce(Y, axis=0, out=gr["c"])
+        np.dot(Y, self.VT, out=self.dH)
+        dH = self.dH.reshape(T, B, H)
+        dh, dc, dnext, cnext, t1, t2 = self.dh, self.dc, self.dnext, self.cnext, self.t1, self.t2
+        dnext[...] = 0.0
+        cnext[...] = 0.0
+        dA = self.dA
+        for t in reversed(range(T)):
+            a, d = A[t], dA[t]
+            i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+            np.add(dH[t], dnext, out=dh)
+            # dc = dh * o * (1 - tc^2) + dc_next
+            np.multiply(tc[t], tc[t], out=t1)
+            np.subtract(1.0, t1, out=t1)
+            np.multiply(dh, o, out=dc)
+            dc *= t1
+            dc += cnext
+            di, df, do, dg = d[:, :H], d[:, H:2 * H], d[:, 2 * H:3 * H], d[:, 3 * H:]
+            np.multiply(dc, g, out=di)                           # d i, then times i (1 - i)
+            np.multiply(dc, cs[t], out=df)
+            np.multiply(dh, tc[t], out=do)
+            s, ds = a[:, :3 * H], d[:, :3 * H]
+            ds *= s
+            np.subtract(1.0, s, out=tmp[:, :3 * H])
+            ds *= tmp[:, :3 * H]
+            np.multiply(g, g, out=t2)                            # d g = dc * i * (1 - g^2)
+            np.subtract(1.0, t2, out=t2)
+            np.multiply(dc, i, out=dg)
+            dg *= t2
+            np.dot(d, self.WhT, out=dnext)                       # one product for all four gates
+            np.multiply(dc, f, out=cnext)
+        dA2 = dA.reshape(T * B, 4 * H)
+        np.dot(hs[:-1].reshape(T * B, H).T, dA2, out=gr["Wh"])  # every step's contribution in one product
+        np.dot(xs.reshape(T * B, -1).T, dA2, out=gr["Wx"])
+        np.add.reduce(dA2, axis=0, out=gr["b"])
+        grads = {"V": gr["V"], "c": gr["c"]}
+        for j, k in enumerate(self.order):
+            cols = slice(j * H, (j + 1) * H)
+            grads["U" + k], grads["W" + k], grads["b" + k] = gr["Wx"][:, cols], gr["Wh"][:, cols], gr["b"][cols]
+        return float(loss), grads
+
+
+class CarefulElman:
+    def __init__(self, p, T, B):
+        H, O = p["W"].shape[0], p["V"].shape[1]
+        D = p["U"].shape[0]
+        dt = p["V"].dtype
+        self.T, self.B, self.H = T, B, H
+        self.U, self.W, self.b, self.V, self.c = p["U"], p["W"], p["b"], p["V"], p["c"]
+        self.WT, self.VT = np.ascontiguousarray(self.W.T), np.ascontiguousarray(self.V.T)
+        z = lambda *shape: np.zeros(shape, dt)   # noqa: E731
+        self.hs, self.A, self.Y, self.dH = z(T + 1, B, H), z(T, B, H), z(T * B, O), z(T * B, H)
+        self.dA, self.dnext, self.tmp = z(T, B, H), z(B, H), z(B, H)
+        self.g = {"U": z(D, H), "W": z(H, H), "b": z(H), "V": z(H, O), "c": z(O)}
+
+    def __call__(self, xs, ys):
+        T, B, H = self.T, self.B, self.H
+        hs, A, tmp = self.hs, self.A, self.tmp
+        np.dot(xs.reshape(T * B, -1), self.U, out=A.reshape(T * B, H))
+        A += self.b
+        for t in range(T):
+            np.dot(hs[t], self.W, out=tmp)
+            tmp += A[t]
+            np.tanh(tmp, out=hs[t + 1])
+        Hs = hs[1:].reshape(T * B, H)
+        Y = self.Y
+        np.dot(Hs, self.V, out=Y)
+        Y += self.c
+        Y -= ys.reshape(T * B, -1)
+        loss = np.vdot(Y, Y) / (B * Y.shape[1])
+        Y *= 2.0 / (B * Y.shape[1])
+        gr = self.g
+        np.dot(Hs.T, Y, out=gr["V"])
+        np.add.reduce(Y, axis=0, out=gr["c"])
+        np.dot(Y, self.VT, out=self.dH)
+        dH = self.dH.reshape(T, B, H)
+        dnext = self.dnext
+        dnext[...] = 0.0
+        for t in reversed(range(T)):
+            d = self.dA[t]
+            np.add(dH[t], dnext, out=d)
+            np.multiply(hs[t + 1], hs[t + 1], out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            d *= tmp
+            np.dot(d, self.WT, out=dnext)
+        dA2 = self.dA.reshape(T * B, H)
+        np.dot(hs[:-1].reshape(T * B, H).T, dA2, out=gr["W"])
+        np.dot(xs.reshape(T * B, -1).T, dA2, out=gr["U"])
+        np.add.reduce(dA2, axis=0, out=gr["b"])
+        return float(loss), dict(gr)
+
+
+CAREFUL = {"lstm": CarefulLSTM, "elman": CarefulElman}
+
+
+def make_careful(cell, p, T, B):
+    return CAREFUL[cell](p, T, B)

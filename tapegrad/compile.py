@@ -326,7 +326,7 @@ def _uninstall():
 def _trace(fn, args, kwargs, rg_inputs):
     """Run fn eagerly on args (Tensors), observing every primitive call. Returns (result, trace)."""
     tr = _Trace(args)
-    for j, a in enumerate([a for a in args if isinstance(a, Tensor)]):
+    for j, a in enumerate(_leaves(args)):
         if True:
             if a._node is not None and a.requires_grad:
                 tr.fail("an input is a computed Tensor that requires grad (its gradient would leave the step)")
@@ -485,6 +485,7 @@ def _plan_backward(tr):
                 gi = rule(g, ans, *args, **node.params)
             if gi is None:
                 continue
+            gi0 = gi
             shape = np.shape(src.array)
             ub = gi.shape != shape
             if ub:
@@ -522,13 +523,90 @@ def _plan_backward(tr):
                     total = np.asarray(total)
                 grads[skey] = total
                 owned.add(skey)
-            steps.append(("edge", node, i, src, dict(kind=kind, rule=rule, ub=ub, cast=cast, acc=acc,
+            spec = _specialize_rule(node, i, kind, g, ans, args, gi0) if kind in ("rule", "variadic") else None
+            steps.append(("edge", node, i, src, dict(kind=kind, rule=rule, spec=spec, ub=ub, cast=cast, acc=acc,
                                                        indexed=indexed, inline_index=inline_index,
                                                        basic=indexed and basic, shape=shape,
                                                        gshape=gi.shape, gdtype=gi.dtype)))
         owned.discard(key)
     leaves = [v for v in order if id(v) in grads and v.kind in ("param", "input")]
     return steps, leaves
+
+
+# Specializations: the same numpy expression an op's forward or rule evaluates, written inline (no Python
+# call per record). Each is used only where it reproduces the traced value bit for bit, so a change to
+# an op's kernel falls back to calling it.
+_RULE_TEXT = {
+    ("mul", 0): "{g} * {a1}", ("mul", 1): "{g} * {a0}",
+    ("tanh", 0): "{g} * (1 - {ans} * {ans})", ("sigmoid", 0): "{g} * {ans} * (1 - {ans})",
+    ("sub", 1): "-{g}", ("neg", 0): "-{g}",
+}
+
+
+def _check_text(text, expected, env):
+    try:
+        got = eval(text, {"np": np}, env)
+    except Exception:
+        return None
+    if type(got) is type(expected) and np.shape(got) == np.shape(expected) and got.dtype == expected.dtype \
+            and np.array_equal(got, expected, equal_nan=True):
+        return text
+    return None
+
+
+def _specialize_rule(node, i, kind, g, ans, args, gi):
+    name = node.op.name
+    if type(gi) is not np.ndarray or node.params and name != "stack":
+        return None
+    text = _RULE_TEXT.get((name, i))
+    if name == "stack" and set(node.params) == {"axis"}:
+        text = "{g}[" + _index_text((slice(None),) * node.params["axis"] + (i,)) + "]"
+    if name == "matmul" and len(args) == 2 and all(isinstance(a, np.ndarray) and a.ndim == 2 for a in args) \
+            and g.ndim == 2:
+        text = "({a1} @ {g}.mT).mT" if i == 0 else "{a0}.mT @ {g}"
+    if text is None:
+        return None
+    env = {"g": g, "ans": ans, **{f"a{j}": a for j, a in enumerate(args)}}
+    return _check_text(text.format(g="g", ans="ans", **{f"a{j}": f"a{j}" for j in range(len(args))}), gi, env) \
+        and text
+
+
+def _index_text(index):
+    """Python subscript syntax for a basic index (ints, slices, None), or None."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out = []
+    for p in parts:
+        if p is None:
+            out.append("None")
+        elif type(p) is int:
+            out.append(repr(p))
+        elif type(p) is slice and all(v is None or type(v) is int for v in (p.start, p.stop, p.step)):
+            t = f"{'' if p.start is None else p.start}:{'' if p.stop is None else p.stop}"
+            out.append(t + (f":{p.step}" if p.step is not None else ""))
+        else:
+            return None
+    if isinstance(index, tuple) and len(parts) == 1:
+        return out[0] + ","
+    return ", ".join(out) if out else "()"
+
+
+def _specialize_forward(node):
+    name, datas, out = node.op.name, node.datas, node.out
+    if any(c is not None for c in node.casts) or any(d is not None for d in node.dyn.values()):
+        return None
+    text = None
+    if name == "matmul" and not node.params and len(datas) == 2 and \
+            all(isinstance(d, np.ndarray) and d.ndim == 2 for d in datas):
+        text = "np.dot({a0}, {a1})"
+    elif name == "getitem" and set(node.params) == {"index"}:
+        idx = _index_text(node.params["index"])
+        if idx is not None:
+            text = "{a0}[" + idx + "]"
+    if text is None:
+        return None
+    env = {f"a{j}": d for j, d in enumerate(datas)}
+    got = _check_text(text.format(**{k: k for k in env}), out, env)
+    return text if got is not None else None
 
 
 def _spec(v, data):
@@ -599,7 +677,8 @@ def _comment(node):
     scope = node.scope
     label = repr(scope) if scope is not None else ""
     shape = f"{tuple(np.shape(node.out))} {node.out.dtype}"
-    params = "".join(f" {k}={_tape._short(v)}" for k, v in node.params.items())
+    params = "".join(f" {k}=[{_index_text(v)}]" if k == "index" and _index_text(v) is not None
+                     else f" {k}={_tape._short(v)}" for k, v in node.params.items())
     return f"# %{node.k} {node.op.name}{params} : {shape}" + (f" | {label}" if label and label != "<root>" else "")
 
 
@@ -623,7 +702,11 @@ def _generate(tr):
             if cast is not None:
                 e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
             args.append(e)
-        call = f"{w.fn_name(node.op)}({', '.join(args)}{_param_text(node, w)})"
+        spec = _specialize_forward(node)
+        if spec is not None:
+            call = spec.format(**{f"a{j}": a for j, a in enumerate(args)})
+        else:
+            call = f"{w.fn_name(node.op)}({', '.join(args)}{_param_text(node, w)})"
         if np.ndim(node.out) == 0:
             call = f"np.asarray({call})"
         line = f"    {node.value.name} = {call}"
@@ -688,6 +771,8 @@ def _edge_lines(node, i, src, how, w):
     params = _param_text(node, w)
     if kind == "identity":
         e = g
+    elif how["spec"] is not None:
+        e = how["spec"].format(g=g, ans=ans, **{f"a{j}": a for j, a in enumerate(args)})
     elif kind == "variadic":
         e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({i}, {g}, {ans}, ({''.join(a + ', ' for a in args)}){params})"
     else:
@@ -695,7 +780,7 @@ def _edge_lines(node, i, src, how, w):
     if how["ub"]:
         e = f"unbroadcast({e}, {how['shape']})"
     if how["cast"] is not None:
-        e = f"{e}.astype({w.bind('dt', np.dtype(how['cast']))})"
+        e = f"({e}).astype({w.bind('dt', np.dtype(how['cast']))})"
     acc = how["acc"]
     lines = []
     if how["indexed"]:
@@ -804,7 +889,10 @@ class Compiled:
     def __call__(self, *args, **kwargs):
         if _tape.ACTIVE_TAPES or not _tape.GRAD_ENABLED or _tape.ANOMALY or _ACTIVE:
             return self.fn(*args, **kwargs)
-        args = tuple(a if isinstance(a, Tensor) else Tensor(a) if isinstance(a, np.ndarray) else a for a in args)
+        args = _convert(args)
+        if kwargs and _leaves(list(kwargs.values())):
+            self._warn("Tensor keyword arguments are not traced as inputs (pass them positionally)")
+            return self.fn(*args, **kwargs)
         key = _key(args, kwargs)
         entry = self.cache.get(key)
         if entry is None:
@@ -858,7 +946,7 @@ class Compiled:
     def _checked(self, entry, args, kwargs):
         """Replay, then run eagerly; raise CompileError at the first difference (eager's results stay)."""
         tr_old = entry.trace
-        leaves = [p.tensor for p in tr_old.params] + [a for a in args if isinstance(a, Tensor) and a.requires_grad]
+        leaves = [p.tensor for p in tr_old.params] + [a for a in _leaves(args) if a.requires_grad]
         before = [None if t.grad is None else np.array(t.grad) for t in leaves]
         try:
             out = entry.program(*_arrays(args))
@@ -904,24 +992,49 @@ def compile_source(source, filename):
     return builtins.compile(source, filename, "exec")
 
 
+def _convert(obj):
+    """Arguments with arrays as Tensors (inside tuples and lists too)."""
+    if isinstance(obj, np.ndarray):
+        return Tensor(obj)
+    if type(obj) in (tuple, list):
+        return type(obj)(_convert(o) for o in obj)
+    return obj
+
+
+def _leaves(args):
+    """The Tensors among the arguments (inside tuples and lists too), in order: the program's inputs."""
+    out = []
+    for a in args:
+        if isinstance(a, Tensor):
+            out.append(a)
+        elif type(a) in (tuple, list):
+            out.extend(_leaves(a))
+    return out
+
+
 def _arrays(args):
-    return [a.data for a in args if isinstance(a, Tensor)] + [a for a in args if isinstance(a, Tensor)
-                                                            and a.requires_grad and a._node is None]
+    leaves = _leaves(args)
+    return [a.data for a in leaves] + [a for a in leaves if a.requires_grad and a._node is None]
+
+
+def _describe_arg(a):
+    if isinstance(a, Tensor):
+        d = a.data
+        return ("T", d.shape, d.dtype.str, a.requires_grad, a._node is None,
+                d.tobytes() if d.dtype.kind in "iub" else None)
+    if type(a) in (tuple, list):
+        return (type(a), tuple(_describe_arg(o) for o in a))
+    try:
+        hash(a)
+        return ("v", type(a), a)
+    except TypeError:
+        return ("id", id(a))
 
 
 def _key(args, kwargs):
     parts = [get_default_dtype().str]
     for a in list(args) + [kwargs[k] for k in sorted(kwargs)]:
-        if isinstance(a, Tensor):
-            d = a.data
-            parts.append(("T", d.shape, d.dtype.str, a.requires_grad, a._node is None,
-                          d.tobytes() if d.dtype.kind in "iub" else None))
-        else:
-            try:
-                hash(a)
-                parts.append(("v", type(a), a))
-            except TypeError:
-                parts.append(("id", id(a)))
+        parts.append(_describe_arg(a))
     parts.append(tuple(sorted(kwargs)))
     return tuple(parts)
 

@@ -464,3 +464,19 @@ def test_source_is_readable_with_scope_comments():
 def test_fuzzed_programs_if_available():
     programs = pytest.importorskip("programs")   # tests/programs.py (the program generator), when it exists
     pytest.skip(f"program generator present ({programs.__name__}); its API is not wired here yet")
+
+
+@pytest.mark.parametrize("cell", sorted(handwritten.CAREFUL))
+def test_careful_baseline_matches_the_seed_style_handwritten_code(cell):
+    rng = np.random.default_rng(11)
+    B, D, H, O, T = 3, 4, 5, 2, 6
+    p = handwritten.init_params(cell, D, H, O, rng, np.float64)
+    step = handwritten.make_careful(cell, p, T, B)
+    for i in range(2):                                   # the reused buffers give the same result twice
+        xs, ys = handwritten.make_data(B, D, O, T, np.random.default_rng(i), np.float64)
+        loss, grads = step(xs, ys)
+        ref_loss, ref = handwritten.STEPS[cell](p, xs, ys)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
+        assert grads.keys() == ref.keys()
+        for n, g in ref.items():
+            np.testing.assert_allclose(grads[n], g, rtol=1e-10, atol=1e-14, err_msg=f"{cell} d{n}")
