@@ -22,13 +22,15 @@ import numpy as np
 
 from .errors import CheckpointError
 
+__all__ = ["save", "load", "FORMAT_VERSION"]
+
 FORMAT_VERSION = 1
 _VERSION_ENTRY = "__tapegrad_format_version__"
 _TREE_ENTRY = "__tapegrad_tree__"
 _SCALARS = (bool, int, float, str, type(None))
 
 
-def save(obj, path):
+def save(obj: object, path: str | os.PathLike) -> None:
     """Write `obj` (a state dict; see the module docstring for what it may hold) to `path` atomically."""
     path = os.fspath(path)
     arrays = {}
@@ -54,20 +56,33 @@ def save(obj, path):
     _fsync_directory(directory)
 
 
-def load(path):
+def load(path: str | os.PathLike) -> object:
     """Read what `save` wrote. A missing file raises FileNotFoundError; a truncated or corrupted file, or one of
-    another format version, raises CheckpointError naming the path and the problem."""
+    another format version, raises CheckpointError naming the path and the problem. The file is closed on every
+    path out, errors included."""
     path = os.fspath(path)
-    try:
-        contents = np.load(path, allow_pickle=False)
-        if not isinstance(contents, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"load {path!r}: not a tapegrad checkpoint (a .npy file, not an .npz archive)")
-        with contents as npz:
-            return _read(npz, path)
-    except (FileNotFoundError, CheckpointError):
-        raise
-    except Exception as e:   # zipfile.BadZipFile, bad .npy headers, CRC mismatches, truncated reads, bad JSON
-        raise CheckpointError(f"load {path!r}: truncated or corrupted checkpoint ({type(e).__name__}: {e})") from e
+    with open(path, "rb") as f:       # ours to close: np.load's own handle outlives a failed archive read
+        try:
+            contents = np.load(f, allow_pickle=False)
+            if not isinstance(contents, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"load {path!r}: not a tapegrad checkpoint (a .npy file, not an .npz archive)")
+            with contents as npz:
+                return _read(npz, path)
+        except CheckpointError:
+            raise
+        except Exception as e:   # zipfile.BadZipFile, bad .npy headers, CRC mismatches, truncated reads, bad JSON
+            error = CheckpointError(f"load {path!r}: truncated or corrupted checkpoint ({_reason(e)})")
+            raise error from (None if "allow_pickle" in str(e) else e)
+
+
+def _reason(e: Exception) -> str:
+    """numpy's error text without its advice to load the file with allow_pickle=True: a tapegrad checkpoint never
+    holds pickled objects, so an entry that needs pickle means the file is corrupted or not ours, and unpickling
+    it could run arbitrary code."""
+    text = str(e)
+    if "allow_pickle" in text:
+        return "an entry holds pickled Python objects, which tapegrad checkpoints never contain; it is not loaded"
+    return f"{type(e).__name__}: {text}"
 
 
 def _read(npz, path):
