@@ -13,12 +13,15 @@ shaped like the parameter), and `state_dict()` / `load_state_dict()` carry all o
 """
 import math
 import numbers
+import warnings
 
 import numpy as np
 
 from .errors import CheckpointError, DTypeError, GraphError, InvalidValueError, ShapeError
 from .tape import mark_written
 from .tensor import Tensor
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "clip_grad_norm", "clip_grad_value"]
 
 
 class Optimizer:
@@ -36,8 +39,20 @@ class Optimizer:
         names = self._state_names(self.hyper)
         self.state = [dict(step=0, **{n: np.zeros_like(p.data) for n in names}) for p in self.params]
 
-    def step(self):
-        """Update, in place, every parameter whose `.grad` is not None; parameters without a grad are skipped."""
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
+        n = len(self.params)
+        size = sum(int(p.size) for p in self.params)
+        return (f"{type(self).__name__}({hyper}; {n} parameter{'s' * (n != 1)}, {size:,} values, "
+                f"{self.step_count} step{'s' * (self.step_count != 1)})")
+
+    def step(self) -> None:
+        """Update, in place, every parameter whose `.grad` is not None; parameters without a grad are skipped.
+        When none has a grad (backward not called, or zero_grad after it) it warns, once per optimizer."""
+        if not any(p.grad is not None for p in self.params) and not getattr(self, "_warned_no_grad", False):
+            self._warned_no_grad = True
+            warnings.warn(f"{type(self).__name__}.step: no gradients — did you call backward? None of its "
+                          f"{len(self.params)} parameters has a .grad, so nothing was updated", stacklevel=2)
         for i, (p, state) in enumerate(zip(self.params, self.state)):
             if p.grad is None:
                 continue

@@ -338,3 +338,23 @@ def test_clipping_bad_input():
         clip_grad_value([a], float("inf"))
     with pytest.raises(DTypeError, match=r"clip_grad_value: params\[1\] is a ndarray"):
         clip_grad_value([a, np.ones(1)], 1.0)
+
+
+def test_repr_shows_hyper_parameters_and_counts():
+    params = [tg.tensor(np.zeros((3, 4)), requires_grad=True), tg.tensor(np.zeros(4), requires_grad=True)]
+    opt = Adam(params, lr=0.01)
+    assert repr(opt) == "Adam(lr=0.01, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0; 2 parameters, 16 values, 0 steps)"
+    assert repr(SGD(params[:1], lr=0.1)).endswith("; 1 parameter, 12 values, 0 steps)")
+
+
+def test_step_without_any_gradient_warns_once():
+    p = tg.tensor(np.ones(3), requires_grad=True)
+    opt = SGD([p], lr=0.1)
+    with pytest.warns(UserWarning, match="no gradients — did you call backward"):
+        opt.step()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()                        # once per optimizer
+        (p * p).sum().backward()
+        SGD([p], lr=0.1).step()           # a gradient: no warning
