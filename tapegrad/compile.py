@@ -177,6 +177,9 @@ class _Trace:
                 self.params.append(v)
             else:
                 v = self.const(parent.data)
+                label = parent.name if isinstance(parent.name, str) and parent.name.isidentifier() else None
+                if label and v.kind == "const":
+                    v.name = f"c_{label}"
             self.register(parent, v)
             return v
         return self.const(data)
@@ -646,6 +649,10 @@ def _expr(v, w):
     if v.kind == "number":
         return repr(v.number)
     if v.kind == "const":
+        if v.name.startswith("c_"):
+            if w.ns.get(v.name, v.array) is v.array:
+                w.ns[v.name] = v.array
+                return v.name
         return w.bind("c", v.array)
     if v.kind == "alias":
         return _expr(v.node, w)
@@ -718,7 +725,8 @@ def _generate(tr):
         root = tr.root
         seed = np.ones(np.shape(root.array), root.array.dtype)
         seed.setflags(write=False)
-        lines.append(f"    g_{_gname(root)} = {w.bind('ONES', seed)}{'':<30}  # seed: d loss / d loss = 1")
+        seed_line = f"    g_{_gname(root)} = {w.bind('ONES', seed)}"
+        lines.append(f"{seed_line:<60}  # seed: d loss / d loss = 1")
         for step in steps:
             if step[0] == "grad":
                 continue
