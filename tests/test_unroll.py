@@ -450,3 +450,16 @@ def test_checkpoint_every_gives_plain_bptt_gradients(cell_type, k):
     ckpt = tg.grad(loss(checkpoint_every=k), params)
     for a, b in zip(plain, ckpt):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-12, atol=1e-14)
+
+
+def test_wrong_width_messages_name_the_layout_and_no_repeated_path():
+    import re
+    cell = tg.nn.LSTMCell(3, 4)
+    with pytest.raises(tg.ShapeError, match=re.escape("LSTMCell: input x has shape (2, 6, 5), expected (batch, T, 3)")):
+        tg.nn.unroll(cell, tg.tensor(np.zeros((2, 6, 5))))
+    with pytest.raises(tg.ShapeError, match=re.escape("LSTMCell: input x has shape (2, 5), expected (batch, 3)")):
+        cell.input_projection(tg.tensor(np.zeros((2, 5))))
+    named = tg.nn.LSTMCell(3, 4, name="enc")
+    with pytest.raises(tg.ShapeError, match=re.escape("LSTMCell inside `enc`: input x has shape (2, 6, 5), "
+                                                      "expected (batch, T, 3)")):
+        tg.nn.unroll(named, tg.tensor(np.zeros((2, 6, 5))))

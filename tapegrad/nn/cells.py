@@ -55,7 +55,10 @@ class RecurrentCell(Module):
         """x W_x + b: (batch, input_size) -> (batch, G*H), or (batch, T, input_size) -> (batch, T, G*H)."""
         shape = shape_of(x)
         if len(shape) not in (2, 3) or shape[-1] != self.input_size:
-            raise ShapeError(f"{self._where()}: input x has shape {shape}, expected (batch, {self.input_size})")
+            D = self.input_size
+            expected = {2: f"(batch, {D})", 3: f"(batch, T, {D})"}.get(
+                len(shape), f"(batch, {D}) for one step or (batch, T, {D}) for a sequence")
+            raise ShapeError(f"{self._where()}: input x has shape {shape}, expected {expected}")
         return x @ self.W_x + self.b
 
     def recurrence(self, xp, state):

@@ -94,7 +94,15 @@ class Module:
 
     def _where(self):
         """This module's class and the current scope, for error messages: "LSTMCell inside `enc.cell` at t = 3"."""
-        return type(self).__name__ + _tape.describe_scope(_tape.CURRENT_SCOPE)
+        name, scope = type(self).__name__, _tape.CURRENT_SCOPE
+        if scope is None:
+            return name
+        parts = scope.path.split(".") if scope.path else []
+        if parts and parts[-1] == name:       # unroll labels an unnamed cell's loop with its class name
+            parts.pop()
+        where = ([f"inside `{'.'.join(parts)}`"] if parts else []) + \
+            ([f"at t = {scope.step}"] if scope.step is not None else [])
+        return " ".join([name, *where])
 
     # -- parameters -----------------------------------------------------------------------------
     def named_parameters(self):
