@@ -152,7 +152,7 @@ def tapegrad_builtin(cell, p, xs, ys, compiled=False):
         loss = tg.mse_loss(out @ V + c, ys_, reduction="sum") / (B * O)
         loss.backward()
         return loss
-    train = tg.compile(train) if compiled else train
+    train = tg.compile(train, batch_weight_grads=compiled == "batch") if compiled else train
 
     def step():
         for q in (*net.parameters(), V, c):
@@ -175,7 +175,7 @@ def hand_careful(cell, p, xs, ys):
     return lambda: step(xs, ys)
 
 
-def tapegrad_compiled(cell, p, xs, ys):
+def tapegrad_compiled(cell, p, xs, ys, batch=False):
     """The `tapegrad` contender's step (the cell written as ops) under `tapegrad.compile`."""
     import tapegrad as tg
     ops = SimpleNamespace(tanh=tg.tanh, sigmoid=tg.sigmoid, mse=tg.mse_loss)
@@ -186,7 +186,7 @@ def tapegrad_compiled(cell, p, xs, ys):
         loss = framework_loss(ops, cell, params, xs, ys, h0)
         loss.backward()
         return loss
-    compiled = tg.compile(train)
+    compiled = tg.compile(train, batch_weight_grads=batch)
 
     def step():
         for q in params.values():
@@ -197,17 +197,18 @@ def tapegrad_compiled(cell, p, xs, ys):
     return step
 
 
-def tapegrad_nn_compiled(cell, p, xs, ys):
+def tapegrad_nn_compiled(cell, p, xs, ys, batch=False):
     """The `tapegrad-nn` contender's step (built-in cell through unroll) under `tapegrad.compile`."""
-    import tapegrad as tg
-    builtin = tapegrad_builtin(cell, p, xs, ys, compiled=True)
+    builtin = tapegrad_builtin(cell, p, xs, ys, compiled="batch" if batch else True)
     builtin()
     return builtin
 
 
 CONTENDERS = {BASELINE: hand_numpy, CAREFUL: hand_careful, "tapegrad": tapegrad, "tapegrad-ckpt": tapegrad_checkpointed,
               "tapegrad-nn": tapegrad_builtin, "tapegrad-compiled": tapegrad_compiled,
-              "tapegrad-nn-compiled": tapegrad_nn_compiled, "pytorch": pytorch, "autograd": hips_autograd}
+              "tapegrad-nn-compiled": tapegrad_nn_compiled,
+              "tapegrad-compiled-batched": functools.partial(tapegrad_compiled, batch=True),
+              "tapegrad-nn-compiled-batched": functools.partial(tapegrad_nn_compiled, batch=True), "pytorch": pytorch, "autograd": hips_autograd}
 
 
 def make_steps(names, cell, size, seed=0):
