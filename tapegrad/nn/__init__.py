@@ -7,10 +7,10 @@
 """
 from . import init
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
-from .layers import Dropout, Embedding, Linear, Sequential
+from .layers import Dropout, Embedding, LayerNorm, Linear, Sequential
 from .module import Module, Parameter
 from .recurrent import Bidirectional, StackedRNN, detach_state, reverse_sequences, unroll
 
-__all__ = ["init", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential", "RecurrentCell",
-           "RNNCell", "LSTMCell", "GRUCell", "unroll", "detach_state", "reverse_sequences", "StackedRNN",
+__all__ = ["init", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential", "LayerNorm",
+           "RecurrentCell", "RNNCell", "LSTMCell", "GRUCell", "unroll", "detach_state", "reverse_sequences", "StackedRNN",
            "Bidirectional"]

@@ -1,8 +1,8 @@
-"""Feed-forward layers: Linear, Embedding, Dropout, Sequential. Row-vector convention: y = x W + b."""
+"""Feed-forward layers: Linear, Embedding, Dropout, Sequential, LayerNorm. Row-vector convention: y = x W + b."""
 import numpy as np
 
 from ..errors import DTypeError, InvalidValueError, ShapeError
-from ..ops import dropout, take
+from ..ops import dropout, sqrt, take
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter, shape_of
@@ -89,3 +89,42 @@ class Sequential(Module):
 
     def __getitem__(self, i):
         return self.layers[i]
+
+
+class LayerNorm(Module):
+    """Normalize over the last len(normalized_shape) axes, then scale and shift:
+    y = (x - mean) / sqrt(var + eps) * g + b (biased variance, as PyTorch's LayerNorm).
+    x: (..., *normalized_shape) -> same shape.
+
+    Parameters: g (normalized_shape), ones; b (normalized_shape), zeros (neither with
+    elementwise_affine=False; no b with bias=False).
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None, name=None):
+        super().__init__(name)
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if not shape or any(not isinstance(n, (int, np.integer)) or n <= 0 for n in shape):
+            raise InvalidValueError(f"LayerNorm: normalized_shape must be a positive int or a non-empty tuple of "
+                                    f"them, got {normalized_shape!r}")
+        if not eps >= 0:
+            raise InvalidValueError(f"LayerNorm: eps must be non-negative, got {eps!r}")
+        self.normalized_shape, self.eps = tuple(int(n) for n in shape), eps
+        self.g = Parameter(init.constant(shape, 1.0, dtype)) if elementwise_affine else None
+        self.b = Parameter(init.zeros(shape, dtype)) if elementwise_affine and bias else None
+
+    def forward(self, x):
+        shape, k = shape_of(x), len(self.normalized_shape)
+        if tuple(shape[len(shape) - k:]) != self.normalized_shape or len(shape) < k:
+            raise ShapeError(f"{self._where()}: input has shape {shape}, expected (..., "
+                             f"{', '.join(map(str, self.normalized_shape))})")
+        axes = tuple(range(len(shape) - k, len(shape)))
+        d = x - x.mean(axis=axes, keepdims=True)
+        y = d / sqrt((d * d).mean(axis=axes, keepdims=True) + self.eps)
+        if self.g is not None:
+            y = y * self.g
+        return y + self.b if self.b is not None else y
+
+    def extra_repr(self):
+        shape = self.normalized_shape[0] if len(self.normalized_shape) == 1 else self.normalized_shape
+        return f"{shape}, eps={self.eps}" + ("" if self.g is not None else ", elementwise_affine=False") + \
+            ("" if self.g is None or self.b is not None else ", bias=False")
