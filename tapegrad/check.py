@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .autodiff import grad
-from .gradcheck import _evaluate, central_differences, format_table, relative_error
+from .gradcheck import _evaluate, bind, central_differences, format_table, relative_error
 from .op import apply
 from .tape import Record, Tape, enable_grad
 from .tensor import Tensor
@@ -167,17 +167,37 @@ class CompareReport:
             tables.append((shead, srows))
         return tables
 
+    @property
+    def inconclusive(self):
+        """True when nothing disagrees but some parameter could not be checked at its precision."""
+        return (any(r.band == "inconclusive" for r in self.rows) and all(r.ok or r.band == "inconclusive"
+                                                                        for r in self.rows)
+                and all(s.ok for s in self.steps))
+
+    @property
+    def verdict(self):
+        """'ok', 'mismatch' or 'inconclusive'."""
+        return "ok" if self.ok else "inconclusive" if self.inconclusive else "mismatch"
+
     def _summary(self):
         """The verdict lines: what mismatches and, per step, where the error enters."""
         if self.ok:
             return ["gradients match"]
-        bad = [r.name for r in self.rows if not r.ok]
+        if self.inconclusive:
+            names = ", ".join(r.name for r in self.rows if r.band == "inconclusive")
+            return [f"INCONCLUSIVE for {names}: finite differences cannot resolve the gradient at this precision; "
+                    "check in float64"]
+        bad = [r.name for r in self.rows if not r.ok and r.band != "inconclusive"]
         lines = [f"MISMATCH in {', '.join(bad)}" if bad else "MISMATCH per step"]
         step = self.first_divergent_step
         if step is not None:
-            names = lambda keep: ", ".join(s.name[:-len(STEPS)] for s in self.steps if keep(s))  # noqa: E731
-            agree = names(lambda s: step in s.rel and band(s.rel[step]) in GOOD)
-            where = f"{names(lambda s: s.first == step)} diverge there" + (f"; {agree} still agree" if agree else "")
+            def names(keep):
+                found = [s.name[:-len(STEPS)] for s in self.steps if keep(s)]
+                return ", ".join(found), len(found)
+            agree, n_agree = names(lambda s: step in s.rel and band(s.rel[step]) in GOOD)
+            bad_steps, n_bad = names(lambda s: s.first == step)
+            where = (f"{bad_steps} {'diverges' if n_bad == 1 else 'diverge'} there"
+                     + (f"; {agree} {'still agrees' if n_agree == 1 else 'still agree'}" if agree else ""))
             lines.append(f"first divergent time step (backward order): t = {step}: {where}")
         return lines
 
@@ -195,19 +215,21 @@ class CompareReport:
 
     def _repr_html_(self):
         def table(h, rows):
-            th = "".join(f"<th>{html.escape(c)}</th>" for c in h)
-            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            th = "".join(f"<th>{html.escape(c, quote=False)}</th>" for c in h)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c, quote=False)}</td>" for c in r) + "</tr>" for r in rows)
             return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-        notes = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in self.notes)
-        summary = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in self._summary())
+        notes = "".join(f"<p><i>{html.escape(n, quote=False)}</i></p>" for n in self.notes)
+        summary = "".join(f"<p><b>{html.escape(line, quote=False)}</b></p>" for line in self._summary())
         return "".join(table(h, r) for h, r in self._tables()) + notes + summary
 
 
-def compare(loss_fn, params, hand=None, per_step=False, eps=1e-6):
-    """Compare central finite differences, the tape and hand-derived gradients of `loss_fn()`.
+def compare(loss_fn, params, hand=None, per_step=False, eps=1e-6) -> "CompareReport":
+    """Compare central finite differences, the tape and hand-derived gradients of `loss_fn`.
 
-    loss_fn:  () -> scalar Tensor; it must read the parameters' current values (finite differences
-              perturb them in place). Run step t inside `with tapegrad.scope(t=t):` for per-step checks.
+    loss_fn:  a function of the parameters, `lambda U, W, b: ...` (called with the tensors of `params` in
+              order, as `tapegrad.gradcheck` calls its fn), or of no arguments, `lambda: ...`, reading the
+              tensors it closes over. Returns a scalar Tensor. Finite differences perturb the
+              parameters' arrays in place. Run step t inside `with tapegrad.scope(t=t):` for per-step checks.
     params:   {name: Tensor} or a Module (its `named_parameters()`).
     hand:     {name: array shaped like the parameter} or a function returning such a dict; may
               leave parameters out. With per_step=True it may also hold
@@ -223,15 +245,18 @@ def compare(loss_fn, params, hand=None, per_step=False, eps=1e-6):
     Returns a `CompareReport`.
     """
     report, tape = _compare(loss_fn, params, hand, per_step, eps)
-    _explain(report, tape, eps)
+    named = _named(params)
+    _explain(report, tape, eps, bind(loss_fn, list(named.values()), "compare"), named)
     return report
 
 
 def _compare(loss_fn, params, hand, per_step, eps):
     """`compare` without the follow-up notes: (report, Tape of the unperturbed loss)."""
     params = _named(params)
+    loss_fn = bind(loss_fn, list(params.values()), "compare")
     notes = _precision_notes(params)
-    totals, hand_steps = _split_hand(hand() if callable(hand) else hand, params, per_step)
+    given = hand() if callable(hand) else hand
+    totals, hand_steps, transposed = _split_hand(given, params, per_step)
 
     with enable_grad(), Tape() as tape:
         loss = loss_fn()
@@ -239,32 +264,61 @@ def _compare(loss_fn, params, hand, per_step, eps):
         raise InvalidValueError(f"compare: loss_fn must return a scalar Tensor, got {_what(loss)}")
     base = _kink_signature(tape)
     states = {k: _find_states(tape, k) for k in hand_steps if k not in params}
-    tape_totals, split, state_grads = _tape_gradients(loss, params, states)
+    uses = _matmul_uses(tape, {k: params[k] for k in hand_steps if k in params}) if hand_steps else {}
+    tape_totals, split, state_grads = _tape_gradients(loss, params, states, uses)
 
     rows = []
     for name, p in params.items():
         fd, noise, kinked = (a.reshape(p.shape) for a in _finite_differences(loss_fn, p, eps, base))
-        rows.append(_param_check(name, fd, noise, kinked, tape_totals[name], totals.get(name)))
+        h = totals.get(name)
+        row = _param_check(name, fd, noise, kinked, tape_totals[name], h.T if name in transposed else h,
+                           p.dtype != np.float64)
+        if name in transposed:
+            row.band, row.blame = "wrong", "hand"
+            row.diagnosis = (f"hand is the transpose of the tape's gradient (hand {h.shape}, parameter {p.shape})"
+                             if row.max_rel < 1e-4 or row.judged != ("hand", "tape") else
+                             f"hand has the transposed shape {h.shape} of the parameter's {p.shape}, and "
+                             "transposing it does not match either")
+        rows.append(row)
     kinked_rows = [f"{r.name} ({r.kinks})" for r in rows if r.kinks]
     if kinked_rows:
         notes.append("finite differences crossed a kink (relu/max/clip/abs...) at entries of "
                      f"{', '.join(kinked_rows)}; those entries are left out of the comparisons with fd")
 
     report = CompareReport(rows, notes=notes)
+    if per_step and not hand_steps:
+        steps_found = sorted({r.scope.step for r in tape.records if r.scope is not None and r.scope.step is not None})
+        where = (f"the tape has steps t = {steps_found[0]}..{steps_found[-1]}" if steps_found else
+                 "and the tape has no records inside `scope(t=...)` either")
+        notes.append(f"per_step=True but hand has no per-step entries, so there is no per-step table ({where}); "
+                     f"expected keys 'name{STEPS}' for parameters ({', '.join(repr(n + STEPS) for n in params)}: "
+                     f"a list of each step's contribution) and/or 'h{STEPS}' (dL/dh_t of the state tensor named "
+                     "'h' at each step)")
+    elif not per_step and any(k.endswith(STEPS) for k in (given or {})):
+        notes.append(f"hand has per-step entries ({', '.join(k for k in given if k.endswith(STEPS))}) but "
+                     "per_step=False, so they are not checked; pass per_step=True for the per-step table")
     if per_step:
         report.tape_steps = {**split, **state_grads}
+        context = _Context(uses, state_grads)
         for key, series in hand_steps.items():
             if key in split and None in split[key]:
                 notes.append(f"{key} is used outside any scope(t=...) (an input projection or a {key}.T computed "
                              f"before the loop): the tape has no per-step split of it, so {key + STEPS} is not checked")
             else:
-                report.steps.append(_step_check(key + STEPS, series, report.tape_steps[key]))
+                report.steps.append(_step_check(key + STEPS, series, report.tape_steps[key], context))
+        for r in rows:                   # the parameter table points at the per-step diagnosis
+            step = next((c for c in report.steps if c.name == r.name + STEPS and c.diagnosis), None)
+            if step is not None and not r.ok and not r.diagnosis:
+                r.diagnosis = f"per step: {step.diagnosis}"
     return report, tape
 
 
-def _tape_gradients(loss, params, states):
+def _tape_gradients(loss, params, states, uses=None):
     """The tape's gradients: totals {name: array}, each parameter's split over the steps of the records
-    that use it {name: {t: array}} (t None outside any step), and dL/dh_t {key: {t: array}} of `states`."""
+    that use it {name: {t: array}} (t None outside any step), and dL/dh_t {key: {t: array}} of `states`.
+    uses: {name: {t: _Use}} whose `.G` (the gradient of the matmul's output) is filled in."""
+    uses = uses or {}
+    use_list = [u for per in uses.values() for u in per.values()]
     ids = {id(p): name for name, p in params.items()}
     split = {name: {} for name in params}
 
@@ -275,10 +329,14 @@ def _tape_gradients(loss, params, states):
             got = split[name].get(t)
             split[name][t] = np.array(g, np.float64) if got is None else got + g
     state_list = [(k, t, h) for k, steps in states.items() for t, h in steps.items()]
-    grads = grad(loss, [*params.values(), *(h for _, _, h in state_list)], retain_graph=True, on_edge=on_edge)
+    grads = grad(loss, [*params.values(), *(h for _, _, h in state_list), *(u.out for u in use_list)],
+                 retain_graph=True, on_edge=on_edge)
     state_grads = {k: {} for k in states}
-    for (k, t, _), g in zip(state_list, grads[len(params):]):
+    n = len(params) + len(state_list)
+    for (k, t, _), g in zip(state_list, grads[len(params):n]):
         state_grads[k][t] = g.data
+    for u, g in zip(use_list, grads[n:]):
+        u.G = np.asarray(g.data, np.float64)
     return {name: g.data for name, g in zip(params, grads)}, split, state_grads
 
 
@@ -310,10 +368,10 @@ def _precision_notes(params):
 def _split_hand(hand, params, per_step):
     """({name: total}, {key: {t: float64 array}}); the per-step keys are read only with per_step."""
     if hand is None:
-        return {}, {}
+        return {}, {}, set()
     if not isinstance(hand, dict):
         raise ArgumentError(f"compare: hand must be a dict name -> array or a function returning one, got {_what(hand)}")
-    totals, steps = {}, {}
+    totals, steps, transposed = {}, {}, set()
     for key, value in hand.items():
         if key.endswith(STEPS):
             if per_step:
@@ -328,8 +386,12 @@ def _split_hand(hand, params, per_step):
             raise InvalidValueError(f"compare: hand has a gradient for {key!r}, which is not a parameter "
                            f"(parameters: {', '.join(params)}; per-step values use the suffix {STEPS!r})")
         totals[key] = np.asarray(value)
-        _check_shape(key, totals[key], params[key].shape)
-    return totals, steps
+        shape = params[key].shape
+        if totals[key].ndim == 2 and totals[key].shape == shape[::-1] != shape:
+            transposed.add(key)          # a finding (reported in the row), not an error
+        else:
+            _check_shape(key, totals[key], shape)
+    return totals, steps, transposed
 
 
 def _check_shape(key, value, shape):
@@ -406,7 +468,10 @@ def _exact_floor(*arrays):
     return ROUNDING * eps * max(float(np.max(np.abs(a), initial=0)) for a in arrays)
 
 
-def _param_check(name, fd, noise, kinked, tape, hand):
+RESOLVED = 1e-5    # finite differences must resolve this relative size of the gradient for a verdict in low precision
+
+
+def _param_check(name, fd, noise, kinked, tape, hand, low_precision=False):
     smooth = ~kinked
     fd_floor = FD_RESOLUTION * noise
     pairs = {("tape", "fd"): (tape, fd, fd_floor, smooth)}
@@ -434,6 +499,19 @@ def _param_check(name, fd, noise, kinked, tape, hand):
     diff = np.where(mask, np.abs(np.asarray(a, np.float64) - b), 0.0)
     agree = (np.sign(a) == np.sign(b)) | (np.maximum(np.abs(a), np.abs(b)) <= floor)
     verdict = band(worst_rel[judged])
+    scale = max(float(np.max(np.abs(fd), initial=0)), float(np.max(np.abs(tape), initial=0)))
+    resolution = float(np.max(noise, initial=0)) / scale if scale else 0.0
+    if low_precision and resolution > RESOLVED and verdict in GOOD:
+        check = ParamCheck(name, fd, tape, hand, judged, 0.0, worst_rel[judged], (), (0, 0), kinked,
+                           worst_rel[("tape", "fd")], "inconclusive", "", "")
+        diff = np.where(mask, np.abs(np.asarray(a, np.float64) - b), 0.0)
+        check.max_abs = float(np.max(diff, initial=0))
+        check.worst = tuple(int(i) for i in (np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()))
+        agree = (np.sign(a) == np.sign(b)) | (np.maximum(np.abs(a), np.abs(b)) <= floor)
+        check.signs = (int(np.sum(agree & mask)), int(np.sum(mask)))
+        check.diagnosis = (f"finite differences at this precision resolve only about {resolution:.0e} of the "
+                           "gradient, so they can neither confirm nor refute it")
+        return check
     return ParamCheck(
         name, fd, tape, hand, judged, float(np.max(diff, initial=0)), worst_rel[judged],
         tuple(int(i) for i in worst), (int(np.sum(agree & mask)), int(np.sum(mask))), kinked,
@@ -451,14 +529,81 @@ def _diagnose(a, b, names):
     floor = _exact_floor(a, b) + 1e-9 * np.abs(b).max()
     close = lambda u: band(float(np.max(relative_error(u, b, floor)))) in GOOD  # noqa: E731
     if a.ndim == 2 and a.shape[0] == a.shape[1] and close(a.T):
-        return f"{x} is {y} transposed"
+        return f"{_WHO[x]} is the transpose of {_WHOSE[y]}"
     k = float(np.vdot(a, b) / np.vdot(b, b))
     if k != 0 and close(a / k):
         return f"{x} = -{y} (sign flipped)" if abs(k + 1) < 1e-6 else f"{x} = {k:.4g} x {y}"
     return ""
 
 
-def _step_check(name, hand, tape):
+@dataclass(eq=False)
+class _Use:
+    """A parameter's matmul at one step: the other operand A (`right`: A @ W, else W @ A), the output
+    tensor, the gradient G of that output (filled in by `_tape_gradients`) and the step's tanh output y
+    of the output's shape (None if there is not exactly one)."""
+    A: np.ndarray
+    right: bool
+    out: Tensor
+    W: np.ndarray
+    y: np.ndarray | None = None
+    G: np.ndarray | None = None
+
+    def contribution(self, G=None, A=None):
+        """The parameter-gradient contribution of this use for output gradient G and operand A."""
+        G = self.G if G is None else G
+        A = self.A if A is None else A
+        if self.right:
+            return A.reshape(-1, A.shape[-1]).T @ G.reshape(-1, G.shape[-1])
+        return G @ A.T
+
+
+class _Context:
+    """What the per-step diagnoses read: each parameter's matmul uses per step, the recurrent one."""
+
+    def __init__(self, uses, states):
+        self.uses, self.states = uses, states
+        self.recurrent = None            # (name, {t: _Use}): the parameter whose step-t+1 operand is step t's y
+        for name, per in uses.items():
+            pairs = [(per[t], per[t + 1]) for t in per if t + 1 in per]
+            if pairs and all(u.right and v.right and u.y is not None and u.y.shape == v.A.shape
+                             and np.allclose(u.y, v.A) for u, v in pairs):
+                self.recurrent = (name, per)
+                break
+
+
+def _matmul_uses(tape, params):
+    """{name: {t: _Use}} for the parameters used by exactly one matmul at step t (others are left out)."""
+    ids = {id(p): name for name, p in params.items()}
+    found, tanh = {}, {}
+    for rec, out in zip(tape.records, tape.outputs):
+        t = rec.scope.step if rec.scope is not None else None
+        if t is None:
+            continue
+        if rec.op == "tanh":
+            tanh.setdefault(t, []).append(out.data)
+        if rec.op != "matmul":
+            continue
+        arrays = _record_inputs(rec)
+        for i, parent in enumerate(rec.parents[:2]):
+            name = ids.get(id(parent))
+            if name is None or arrays[1 - i] is None:
+                continue
+            per = found.setdefault(name, {})
+            A = np.asarray(arrays[1 - i], np.float64)
+            per[t] = None if t in per or (i == 0 and A.ndim != 2) else _Use(A, i == 1, out, np.asarray(parent.data,
+                                                                                                         np.float64))
+    uses = {}
+    for name, per in found.items():
+        per = {t: u for t, u in per.items() if u is not None}
+        for t, u in per.items():
+            ys = [y for y in tanh.get(t, []) if y.shape == u.out.shape]
+            u.y = np.asarray(ys[0], np.float64) if len(ys) == 1 else None
+        if per:
+            uses[name] = per
+    return uses
+
+
+def _step_check(name, hand, tape, context=None):
     """Hand vs tape per step. hand, tape: {t: array}; a step the tape lacks counts as zero."""
     steps = sorted(hand)
     ref = {t: tape.get(t, np.zeros_like(hand[t])) for t in steps}
@@ -470,31 +615,113 @@ def _step_check(name, hand, tape):
     first = next((t for t in reversed(steps) if band(rel[t]) not in GOOD), None)
     diagnosis = ""
     if first is not None:
-        shifted = [s for s in (-1, 1) if all(
-            band(float(np.max(relative_error(hand[t], tape[t + s], floor)))) in GOOD
-            for t in steps if t + s in tape) and any(t + s in tape for t in steps)]
-        if shifted:
-            diagnosis = f"hand's step t is the tape's step t{shifted[0]:+d} (off by one in time)"
+        diagnosis = _diagnose_steps(name[:-len(STEPS)], hand, ref, tape, first, floor, context)
     return StepCheck(name, rel, first, diagnosis)
 
 
-def _explain(report, tape, eps):
-    """Notes that point at the next tool: check.sweep when the tape is blamed, eps_sweep when fd is."""
+def _diagnose_steps(base, hand, ref, tape, first, floor, context):
+    """How a per-step series goes wrong: the classic BPTT slips, tried against what the tape recorded."""
+    steps = sorted(hand)
+
+    def close(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return a.shape == b.shape and band(float(np.max(relative_error(a, b, floor), initial=0))) in GOOD
+
+    def holds(candidate, where):
+        """candidate(t) matches hand[t] at every step of `where` (a candidate that fails to apply is no match)."""
+        try:
+            return bool(where) and all(close(hand[t], candidate(t)) for t in where)
+        except (ValueError, TypeError, KeyError):
+            return False
+
+    uses = context.uses.get(base, {}) if context is not None else {}
+    recurrent = context.recurrent if context is not None else None
+    # time shift: the operand of step t +- 1 in step t's product (h_t where h_{t-1} belongs)
+    for s in (1, -1):
+        where = [t for t in steps if t in uses and t + s in uses]
+        if len(where) >= max(1, len(steps) - 1) and holds(lambda t: uses[t].contribution(A=uses[t + s].A), where):
+            what = "h_t where h_(t-1) belongs" if s == 1 else "h_(t-2) where h_(t-1) belongs"
+            return (f"off by one in time: hand's step t multiplies by the operand of step t{s:+d} ({what} in a "
+                    "recurrent weight's product)")
+    # the whole contribution shifted by a step
+    for s in (-1, 1):
+        where = [t for t in steps if t + s in tape]
+        if where and holds(lambda t: tape[t + s], where):
+            return f"hand's step t is the tape's step t{s:+d} (off by one in time)"
+    # missing tanh derivative (1 - h^2) at the first divergent step
+    u = uses.get(first)
+    if u is not None and u.y is not None and holds(lambda t: u.contribution(G=u.G / (1 - u.y ** 2)), [first]):
+        return (f"at t = {first} hand leaves out tanh's derivative (1 - h^2) (the steps before it inherit the "
+                "error through dh)")
+    # missing recurrent term: only step t's own loss reaches h_t
+    if recurrent is not None:
+        rname, R = recurrent
+
+        def local(t, G):
+            return G - (R[t + 1].G @ R[t + 1].W.T) * (1 - R[t].y ** 2) if t + 1 in R else G
+        text = (f"the recurrent term is missing: hand's dL/dh_t leaves out the gradient from step t+1 through "
+                f"{rname} (only step t's own loss reaches h_t)")
+        if uses and holds(lambda t: uses[t].contribution(G=local(t, uses[t].G)), [t for t in steps if t in uses]):
+            return text
+        if base in (context.states if context is not None else {}) and holds(
+                lambda t: ref[t] - R[t + 1].G @ R[t + 1].W.T if t + 1 in R else ref[t], steps):
+            return text
+    # sign, factor, transpose: at the first divergent step, and whether it holds at every step
+    d = _diagnose(np.asarray(hand[first], np.float64), np.asarray(ref[first], np.float64), ("hand", "tape"))
+    if d:
+        others = [t for t in steps if t != first and np.any(ref[t])]
+        every = all(_diagnose(np.asarray(hand[t], np.float64), np.asarray(ref[t], np.float64), ("hand", "tape")) == d
+                    for t in others)
+        return f"{'at every step' if every and others else f'at t = {first}'}: {d}"
+    return ""
+
+
+def _explain(report, tape, eps, loss_fn=None, params=None):
+    """Notes that point at the next tool: check.sweep when the tape is blamed, eps_sweep when fd is. The loss
+    is said to be possibly non-smooth, or eps off, only on evidence: kink ops recorded on the tape, or an
+    eps sweep of the worst entry in which another eps agrees with the tape."""
     doubtful = [r for r in report.rows if r.blame == "fd"]
-    if any("tape" in r.blame for r in report.rows):
+    tape_bad = [r for r in report.rows if "tape" in r.blame]
+    if tape_bad:
+        names = ", ".join(r.name for r in tape_bad)
         bad = [o for o in sweep(tape, eps).rows if not o.ok]
         if bad:
             found = "; ".join(f"the rule of {o.op!r} wrong (rel err {o.max_rel:.1e} at {o.where})" for o in bad)
-            report.notes.append(f"the tape disagrees with finite differences; check.sweep of its records finds {found}")
+            report.notes.append(f"the tape disagrees with finite differences in {names}; check.sweep of its records "
+                                f"finds {found}")
+            return
+        kinks = sorted({r.op for r in tape.records if r.op in KINKS})
+        evidence = []
+        if kinks:
+            evidence.append(f"the loss records kink ops ({', '.join(kinks)}), whose finite differences can straddle "
+                            "a kink that the per-entry kink check misses")
+        if loss_fn is not None and params is not None:
+            worst = max(tape_bad, key=lambda r: r.max_rel)
+            try:
+                swept = eps_sweep(loss_fn, params[worst.name], worst.worst, params=params)
+            except Exception:            # an evidence hunt must never hide the report
+                swept = None
+            if swept is not None:
+                best = min((r for r in swept.rows if not r.kink), key=lambda r: r.rel_err, default=None)
+                if best is not None and band(best.rel_err) in GOOD:
+                    evidence.append(f"an eps sweep of {worst.name}{list(worst.worst)} agrees with the tape at "
+                                    f"eps = {best.eps:.0e} (rel err {best.rel_err:.1e}): eps = {eps:.0e} is off")
+        if evidence:
+            report.notes.append(f"the tape disagrees with finite differences in {names}, and check.sweep finds every "
+                                f"primitive's rule right; " + "; ".join(evidence))
+            doubtful += tape_bad
         else:
-            report.notes.append("the tape disagrees with finite differences but check.sweep finds every primitive's "
-                                "rule right: the loss may not be smooth at this point, or eps is off")
-            doubtful += [r for r in report.rows if "tape" in r.blame]
+            report.notes.append(f"the tape disagrees with finite differences in {names}; check.sweep(tape) checks each "
+                                "recorded op's rule on its own inputs and finds them right here, so look for a value "
+                                "the tape does not see (.data, numpy on a Tensor's array, an in-place write) between "
+                                "the parameters and the loss")
     for r in doubtful:
-        report.notes.append(f"for {r.name}, see check.eps_sweep(loss_fn, params[{r.name!r}], {r.worst})")
+        report.notes.append(f"for {r.name}, see check.eps_sweep(loss_fn, params[{r.name!r}], {r.worst}, params=params)")
 
 
-_MARKS = {"fine": ".", "ok": ".", "suspicious": "?"}     # per-step marks; "x" for wrong
+_WHO = {"hand": "hand", "tape": "the tape's gradient", "fd": "the finite differences"}
+_WHOSE = {"hand": "hand's", "tape": "the tape's gradient", "fd": "the finite differences"}
+_MARKS = {"fine": ".", "ok": ".", "suspicious": "?", "inconclusive": "~"}     # per-step marks; "x" for wrong
 
 
 def _num(v):
@@ -628,11 +855,20 @@ class EpsSweep:
     __repr__ = __str__
 
 
-def eps_sweep(loss_fn, param, index, eps=None):
-    """Tabulate the central difference of `loss_fn()` in `param[index]` for each eps (default 1e-1 ... 1e-12).
+def eps_sweep(loss_fn, param, index, eps=None, params=None) -> "EpsSweep":
+    """Tabulate the central difference of `loss_fn` in `param[index]` for each eps (default 1e-1 ... 1e-12).
 
-    param: a leaf Tensor that loss_fn reads; index: a tuple (or flat int) into it. Returns an `EpsSweep`.
+    param: a leaf Tensor that loss_fn reads; index: a tuple (or flat int) into it. loss_fn follows
+    `compare`'s convention: no arguments, or the tensors `params` (a list, dict or Module; default
+    [param]) as positional arguments. Returns an `EpsSweep`.
     """
+    if params is None:
+        params = [param]
+    elif hasattr(params, "named_parameters"):
+        params = [p for _, p in params.named_parameters()]
+    elif isinstance(params, dict):
+        params = list(params.values())
+    loss_fn = bind(loss_fn, list(params), "eps_sweep")
     eps = 10.0 ** -np.arange(1, 13) if eps is None else np.asarray(eps, np.float64)
     flat = int(np.ravel_multi_index(index, param.shape)) if isinstance(index, tuple) else int(index)
     with enable_grad(), Tape() as tape:

@@ -6,6 +6,7 @@
 Elementwise (`mode="full"`) or, for big inputs, along random directions (`mode="random"`: each
 direction v compares <grad, v> with (f(x + eps v) - f(x - eps v)) / 2 eps).
 """
+import inspect
 import warnings
 from dataclasses import dataclass
 
@@ -15,6 +16,10 @@ from .autodiff import grad
 from .errors import ArgumentError, InvalidValueError, TapegradError
 from .tape import enable_grad, no_grad
 from .tensor import Tensor
+
+
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "GradcheckReport", "InputCheck", "relative_error",
+           "central_differences", "format_table", "bind"]
 
 
 class GradcheckError(TapegradError, AssertionError):
@@ -59,12 +64,40 @@ class GradcheckReport:
     __repr__ = __str__
 
 
+def bind(fn, tensors, caller="gradcheck"):
+    """`fn` as a function of no arguments, under the one calling convention of the verification functions
+    (gradcheck, gradgradcheck, check.compare, check.eps_sweep, testing.assert_grads_match): a function that
+    takes as many positional arguments as there are tensors is called with them, in order; a function of no
+    arguments is called bare (it reads the tensors it closes over). Anything else is an ArgumentError."""
+    n = len(tensors)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):          # a builtin or C callable: assume the tensors-as-arguments form
+        return lambda: fn(*tensors)
+    kinds = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is p.empty for p in kinds)
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
+    if not kinds and not varargs:
+        return fn
+    if required <= n and (varargs or len(kinds) >= n):
+        return lambda: fn(*tensors)
+    raise ArgumentError(f"{caller}: the function takes {required} required positional argument"
+                        f"{'s' * (required != 1)} {_signature(fn, sig)}, but there are {n} tensors to check; "
+                        f"write it as `lambda {', '.join(f'p{i}' for i in range(n)) or ''}: ...` (the tensors in "
+                        f"order) or as `lambda: ...` reading them from its closure")
+
+
+def _signature(fn, sig):
+    return f"({', '.join(sig.parameters)})" if sig.parameters else "()"
+
+
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, mode="auto",
               n_directions=16, seed=0):
     """Compare d fn(*inputs) / d inputs from the tape with central finite differences.
 
-    fn:     takes the inputs, returns a Tensor; a non-scalar output is checked through a fixed
-            random weighting sum(out * w).
+    fn:     takes the inputs as positional arguments (`lambda W, h: ...`), or no arguments and reads the
+            tensors it closes over (`lambda: ...`, as `check.compare` also accepts); returns a Tensor. A
+            non-scalar output is checked through a fixed random weighting sum(out * w).
     inputs: Tensors (those with requires_grad are checked) or arrays (all checked).
     mode:   "full" (every element), "random" (random directions) or "auto" (full up to 4096
             elements per input).
@@ -125,8 +158,10 @@ def _scalarize(fn, inputs, rng, args=False):
     """fn as a scalar function; non-scalar outputs are weighted by fixed random numbers."""
     weights = {}
 
+    bare = bind(fn, inputs) is fn          # a function of no arguments, reading its closure
+
     def scalar(*xs):
-        out = fn(*(xs if args else inputs))
+        out = fn() if bare else fn(*(xs if args else inputs))
         if not isinstance(out, Tensor):
             raise ArgumentError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
         if out.size == 1:

@@ -26,9 +26,10 @@ def elman_bptt(xs, ys, h0, P, bug=None):
     for t in reversed(range(1 if bug == "loop stops one step early" else 0, T)):
         dy = (hs[t] @ V + c - ys[t]) / len(h0)
         dh = dy @ V.T + (0 if bug == "gradient from h_{t+1} dropped" else dhnext)
-        da = dh if bug == "missing tanh'" else (1 - hs[t] ** 2) * dh
+        da = dh if bug == "missing tanh'" or (bug == "missing tanh' at one step" and t == 2) else (1 - hs[t] ** 2) * dh
         h_in = hs[t] if bug == "state of the wrong step" else hs[t - 1]
         dW = h_in.T @ da
+        dW = -dW if bug == "sign of W" else 2 * dW if bug == "factor 2 in W" else dW
         contributions = {"U": xs[t].T @ da, "W": dW.T if bug == "transposed matrix" else dW,
                          "b": da.sum(0), "V": hs[t].T @ dy, "c": dy.sum(0)}
         for k, v in contributions.items():
@@ -47,12 +48,68 @@ def planted(bug):
 
 # bug -> (parameters it makes wrong, first divergent step in backward order, diagnosis fragment)
 BUGS = {
-    "transposed matrix": ({"W"}, T - 1, "hand is tape transposed"),
+    "transposed matrix": ({"W"}, T - 1, "hand is the transpose of the tape's gradient"),
     "missing tanh'": ({"U", "W", "b"}, T - 1, ""),
+    "missing tanh' at one step": ({"U", "W", "b"}, 2, ""),
     "gradient from h_{t+1} dropped": ({"U", "W", "b"}, T - 2, ""),
     "state of the wrong step": ({"W"}, T - 1, ""),
+    "sign of W": ({"W"}, T - 1, "hand = -tape (sign flipped)"),
+    "factor 2 in W": ({"W"}, T - 1, "hand = 2 x tape"),
     "loop stops one step early": ({"U", "W", "b", "V", "c"}, 0, ""),
 }
+# bug -> (the per-step series that get the diagnosis, its text): the classic BPTT slips, diagnosed per step
+STEP_DIAGNOSES = {
+    "transposed matrix": ({"W"}, "at every step: hand is the transpose of the tape's gradient"),
+    "missing tanh'": ({"U", "W"}, f"at t = {T - 1} hand leaves out tanh's derivative (1 - h^2)"),
+    "missing tanh' at one step": ({"U", "W"}, "at t = 2 hand leaves out tanh's derivative (1 - h^2)"),
+    "gradient from h_{t+1} dropped": ({"U", "W", "h"}, "the recurrent term is missing: hand's dL/dh_t leaves out "
+                                                       "the gradient from step t+1 through W"),
+    "state of the wrong step": ({"W"}, "off by one in time: hand's step t multiplies by the operand of step t+1 "
+                                       "(h_t where h_(t-1) belongs"),
+    "sign of W": ({"W"}, "at every step: hand = -tape (sign flipped)"),
+    "factor 2 in W": ({"W"}, "at every step: hand = 2 x tape"),
+}
+
+
+@pytest.mark.parametrize("bug", STEP_DIAGNOSES)
+def test_classic_bptt_slips_are_diagnosed_per_step(bug):
+    series, text = STEP_DIAGNOSES[bug]
+    case, hand = planted(bug)
+    report = check.compare(case.loss_fn, case.params, hand=hand, per_step=True)
+    for name in series:
+        step = next(s for s in report.steps if s.name == name + "@steps")
+        assert text in step.diagnosis, (name, step.diagnosis)
+        if name in case.params:                                  # the parameter table points at it
+            assert text in report[name].diagnosis or report[name].diagnosis
+    assert text in str(report)
+
+
+def test_non_square_transposed_hand_is_a_finding():
+    case = reference_case("elman_bptt", T=T, D=2, H=5)
+    hand = case.hand()
+    hand["U"] = hand["U"].T                                      # (5, 2) for a (2, 5) parameter
+    report = check.compare(case.loss_fn, case.params, hand=hand)
+    u = report["U"]
+    assert (u.band, u.blame) == ("wrong", "hand") and not report.ok
+    assert u.diagnosis == "hand is the transpose of the tape's gradient (hand (5, 2), parameter (2, 5))"
+    assert "U" in str(report) and "MISMATCH in U" in str(report)
+
+
+def test_per_step_without_per_step_hand_entries_says_why():
+    case = reference_case("elman_bptt", T=T)
+    totals = {k: v for k, v in case.hand().items() if not k.endswith("@steps")}
+    report = check.compare(case.loss_fn, case.params, hand=totals, per_step=True)
+    assert report.ok and report.steps == []
+    note = next(n for n in report.notes if "per_step=True" in n)
+    assert "no per-step entries" in note and "t = 0..4" in note and "'W@steps'" in note and "'h@steps'" in note
+    report = check.compare(case.loss_fn, case.params, hand=case.hand)
+    assert any("per_step=False, so they are not checked" in n for n in report.notes)
+
+
+def test_summary_grammar_one_series():
+    case, hand = planted("state of the wrong step")
+    text = str(check.compare(case.loss_fn, case.params, hand=hand, per_step=True))
+    assert "W diverges there" in text and "diverge there" not in text.replace("diverges there", "")
 
 
 def test_unplanted_hand_code_passes():
@@ -283,6 +340,35 @@ def test_float32_parameters_warn():
     with pytest.warns(UserWarning, match="not float64"):
         report = check.compare(lambda: (w * w).sum(), {"w": w}, eps=1e-3)
     assert "not float64" in report.notes[0]
+
+
+def test_float32_check_that_cannot_resolve_the_gradient_is_inconclusive():
+    rng = np.random.default_rng(0)
+    w = tg.tensor(rng.normal(size=(3, 3)).astype(np.float32), requires_grad=True)
+    x = tg.tensor(rng.normal(size=(4, 3)).astype(np.float32))
+    with pytest.warns(UserWarning, match="not float64"):
+        report = check.compare(lambda w: tg.tanh(x @ w).sum(), {"w": w})
+    assert not report.ok and report.inconclusive and report.verdict == "inconclusive"
+    assert report["w"].band == "inconclusive" and "resolve only about" in report["w"].diagnosis
+    assert "INCONCLUSIVE for w" in str(report) and "check in float64" in str(report)
+    w64 = tg.tensor(w.data.astype(np.float64), requires_grad=True)
+    x64 = x.data.astype(np.float64)
+    assert check.compare(lambda w: tg.tanh(tg.tensor(x64) @ w).sum(), {"w": w64}).verdict == "ok"
+
+
+def test_tape_disagreement_without_evidence_does_not_blame_smoothness_or_eps():
+    w = tg.tensor(np.array([0.5, -1.5, 2.0]), requires_grad=True)
+    report = check.compare(lambda w: (w * tg.tensor(w.data)).sum(), {"w": w})     # .data: hidden from the tape
+    assert not report.ok and report["w"].blame == "tape"
+    text = " ".join(report.notes)
+    assert "the tape disagrees with finite differences in w" in text and "check.sweep" in text
+    assert "smooth" not in text and "eps is off" not in text and "does not see" in text
+
+
+def test_tape_disagreement_with_a_kink_on_the_tape_says_so():
+    w = tg.tensor(np.array([0.5, -1.5, 2.0]), requires_grad=True)
+    report = check.compare(lambda w: tg.relu(w * tg.tensor(w.data)).sum(), {"w": w})
+    assert "records kink ops (relu)" in " ".join(report.notes)
 
 
 def test_params_may_be_a_module_and_hand_a_function():
