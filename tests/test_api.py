@@ -52,3 +52,167 @@ def test_reference_case_loss_fn_takes_the_parameters_too():
     names = list(case.params)
     report = check.compare(lambda *ps: case.model(dict(zip(names, ps))), case.params, hand=case.hand)
     assert report.ok
+
+
+# -- PyTorch state dicts: tested against torch's documented equations, written in numpy --------------------
+# (torch is not installed here; with torch present the same dicts load into torch.nn modules directly)
+
+def sig(a):
+    return 1 / (1 + np.exp(-a))
+
+
+def torch_cell(kind, sd, x, state, suffix="", nonlinearity="tanh"):
+    """One step of torch.nn.RNNCell / LSTMCell / GRUCell from its state dict (torch's docs' equations)."""
+    W_ih, W_hh, b_ih, b_hh = (sd[k + suffix] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    if kind == "RNN":
+        f = np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0))
+        h = f(x @ W_ih.T + b_ih + state @ W_hh.T + b_hh)
+        return h, h
+    if kind == "LSTM":
+        h, c = state
+        i, f, g, o = np.split(x @ W_ih.T + b_ih + h @ W_hh.T + b_hh, 4, axis=-1)
+        c = sig(f) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        return h, (h, c)
+    gi, gh = x @ W_ih.T + b_ih, state @ W_hh.T + b_hh
+    (ir, iz, in_), (hr, hz, hn) = np.split(gi, 3, axis=-1), np.split(gh, 3, axis=-1)
+    r, z = sig(ir + hr), sig(iz + hz)
+    n = np.tanh(in_ + r * hn)
+    h = (1 - z) * n + z * state
+    return h, h
+
+
+def torch_rnn(kind, sd, xs, layers, bidirectional):
+    """torch.nn.RNN/LSTM/GRU(batch_first=True) forward from its state dict; zero initial states."""
+    out = xs
+    for k in range(layers):
+        directions = []
+        for suffix, seq in ((f"_l{k}", out), (f"_l{k}_reverse", out[:, ::-1])) if bidirectional else ((f"_l{k}", out),):
+            H = sd["weight_hh" + suffix].shape[1]
+            zeros = np.zeros((len(xs), H))
+            state, hs = ((zeros, zeros) if kind == "LSTM" else zeros), []
+            for t in range(seq.shape[1]):
+                h, state = torch_cell(kind, sd, seq[:, t], state, suffix)
+                hs.append(h)
+            hs = np.stack(hs, 1)
+            directions.append(hs if suffix.endswith(f"_l{k}") else hs[:, ::-1])
+        out = np.concatenate(directions, -1)
+    return out
+
+
+CELLS = {"RNN": lambda: nn.RNNCell(3, 4, dtype=np.float64, rng=1),
+         "LSTM": lambda: nn.LSTMCell(3, 4, dtype=np.float64, rng=1),
+         "GRU": lambda: nn.GRUCell(3, 4, reset_after=True, dtype=np.float64, rng=1)}
+
+
+def random_like(sd, seed):
+    r = np.random.default_rng(seed)
+    return {k: r.normal(scale=0.5, size=v.shape) for k, v in sd.items()}
+
+
+def state_for(kind, B=2, H=4):
+    r = np.random.default_rng(5)
+    h = r.normal(size=(B, H))
+    return (h, r.normal(size=(B, H))) if kind == "LSTM" else h
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_cell_export_computes_what_torch_computes(kind):
+    cell = CELLS[kind]()
+    for p in cell.parameters():                  # non-zero biases, so their placement is tested too
+        p.data[...] = np.random.default_rng(len(p.name)).normal(scale=0.5, size=p.shape)
+    sd = cell.to_torch_state_dict()
+    assert sorted(sd) == ["bias_hh", "bias_ih", "weight_hh", "weight_ih"]
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[kind]
+    assert sd["weight_ih"].shape == (G * 4, 3) and sd["weight_hh"].shape == (G * 4, 4)
+    x, state = np.random.default_rng(3).normal(size=(2, 3)), state_for(kind)
+    ours, _ = cell(tg.tensor(x), tuple(map(tg.tensor, state)) if kind == "LSTM" else tg.tensor(state))
+    theirs, _ = torch_cell(kind, sd, x, state)
+    np.testing.assert_allclose(ours.data, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_cell_loads_a_torch_state_dict_with_two_biases(kind):
+    cell = CELLS[kind]()
+    sd = random_like(cell.to_torch_state_dict(), 7)              # both biases non-zero, as torch trains them
+    cell.load_torch_state_dict(sd)
+    x, state = np.random.default_rng(3).normal(size=(2, 3)), state_for(kind)
+    ours, _ = cell(tg.tensor(x), tuple(map(tg.tensor, state)) if kind == "LSTM" else tg.tensor(state))
+    np.testing.assert_allclose(ours.data, torch_cell(kind, sd, x, state)[0], rtol=1e-12, atol=1e-12)
+    again = CELLS[kind]()
+    again.load_torch_state_dict(cell.to_torch_state_dict())      # round trip: same function
+    out2, _ = again(tg.tensor(x), tuple(map(tg.tensor, state)) if kind == "LSTM" else tg.tensor(state))
+    np.testing.assert_array_equal(out2.data, ours.data)
+
+
+@pytest.mark.parametrize("kind", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_stacked_and_bidirectional_match_torch_multi_layer_rnns(kind, bidirectional):
+    if bidirectional:
+        model = nn.Bidirectional(CELLS[kind](), CELLS[kind]())
+        layers = 1
+    else:
+        make = CELLS[kind]
+        second = {"RNN": nn.RNNCell, "LSTM": nn.LSTMCell, "GRU": lambda d, h, **kw: nn.GRUCell(d, h, reset_after=True,
+                                                                                               **kw)}[kind]
+        model = nn.StackedRNN([make(), second(4, 4, dtype=np.float64, rng=2)])
+        layers = 2
+    sd = random_like(model.to_torch_state_dict(), 11)
+    expected = {f"{w}_l{k}{s}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") for k in range(layers)
+                for s in ([""] + ["_reverse"] * bidirectional)}
+    assert set(sd) == expected
+    model.load_torch_state_dict(sd)
+    xs = np.random.default_rng(4).normal(size=(2, 5, 3))
+    out, _ = model(tg.tensor(xs))
+    np.testing.assert_allclose(out.data, torch_rnn(kind, sd, xs, layers, bidirectional), rtol=1e-10, atol=1e-12)
+    for k, v in model.to_torch_state_dict().items():             # export after load: the same torch function
+        if not k.startswith("bias"):
+            np.testing.assert_array_equal(v, sd[k])
+
+
+def test_linear_embedding_and_containers_use_torch_names():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 3, dtype=np.float64, rng=0)
+            self.cell = nn.LSTMCell(3, 4, dtype=np.float64, rng=0)
+            self.head = nn.Sequential(nn.Linear(4, 6, dtype=np.float64, rng=0), nn.Linear(6, 2, bias=False,
+                                                                                         dtype=np.float64, rng=0))
+    m = Model()
+    sd = m.to_torch_state_dict()
+    assert list(sd) == ["embed.weight", "cell.weight_ih", "cell.weight_hh", "cell.bias_ih", "cell.bias_hh",
+                        "head.0.weight", "head.0.bias", "head.1.weight"]
+    assert sd["head.0.weight"].shape == (6, 4)
+    np.testing.assert_array_equal(sd["head.0.weight"], m.head[0].W.data.T)
+    sd2 = random_like(sd, 3)
+    m.load_torch_state_dict(sd2)
+    np.testing.assert_array_equal(m.head[0].W.data, sd2["head.0.weight"].T)
+    np.testing.assert_array_equal(m.embed.W.data, sd2["embed.weight"])
+
+
+def test_torch_state_dict_mismatches_change_nothing():
+    cell = nn.LSTMCell(3, 4, dtype=np.float64, rng=0)
+    before = cell.state_dict()
+    sd = cell.to_torch_state_dict()
+    sd["weight_hh"] = sd["weight_hh"].T.copy()[:3]
+    sd["extra"] = np.zeros(2)
+    del sd["bias_hh"]
+    with pytest.raises(tg.CheckpointError, match=r"3 mismatch\(es\)") as e:
+        cell.load_torch_state_dict(sd)
+    assert "shape mismatch: weight_hh is (3, 16)" in str(e.value) and "missing: bias_hh (16,)" in str(e.value)
+    assert "unexpected: extra (2,)" in str(e.value)
+    for k, v in cell.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(tg.InvalidValueError, match="reset_after=True"):
+        nn.GRUCell(3, 4).to_torch_state_dict()
+
+
+def test_with_real_torch_when_installed():
+    torch = pytest.importorskip("torch")
+    cell = nn.LSTMCell(3, 4, dtype=np.float64, rng=0)
+    tcell = torch.nn.LSTMCell(3, 4).double()
+    tcell.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in cell.to_torch_state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(2, 3))
+    ours, _ = cell(tg.tensor(x))
+    theirs, _ = tcell(torch.from_numpy(x))
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-10)

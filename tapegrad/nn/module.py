@@ -158,6 +158,21 @@ class Module:
             p.data[...] = arrays[k]
             _tape.mark_written(p)
 
+    # -- PyTorch interchange ---------------------------------------------------------------------
+    def to_torch_state_dict(self) -> dict:
+        """{torch name: numpy array}: this module's parameters under the names and (out, in) layout of the
+        matching torch.nn module (see `tapegrad.nn.torch_bridge`). Into torch:
+        `torch_module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`."""
+        from .torch_bridge import to_torch_state_dict
+        return to_torch_state_dict(self)
+
+    def load_torch_state_dict(self, state: dict) -> None:
+        """Copy a torch.nn module's state dict (numpy arrays or CPU tensors) into this module, in place; keys and
+        shapes are all checked first (CheckpointError, nothing changed). From torch:
+        `model.load_torch_state_dict({k: v.numpy() for k, v in torch_module.state_dict().items()})`."""
+        from .torch_bridge import load_torch_state_dict
+        load_torch_state_dict(self, state)
+
     # -- printing -------------------------------------------------------------------------------
     def extra_repr(self):
         """The constructor arguments shown by repr (override in subclasses)."""
