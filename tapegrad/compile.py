@@ -22,15 +22,19 @@ What is baked in, and the guards:
     `check_every=N` re-runs the step eagerly and raises `CompileError` naming the first record whose
     op or value differs (the eager results are what the call leaves in `.grad`).
   * A step the compiler cannot replay exactly runs eagerly for good, with one warning naming the
-    reason: a `Joint` rule (checkpoint, `unroll(checkpoint_every=...)`), a random draw (dropout draws
-    its mask in Python), a backward with `grad=`/`create_graph`/twice, `retain_grad`, an in-place
-    write to a parameter inside the step (an optimizer step inside `fn`), a returned Python value.
+    reason: a `Joint` rule (checkpoint, `unroll(checkpoint_every=...)`), a random draw other than
+    dropout's, a backward with `grad=`/`create_graph`/twice, `retain_grad`, an in-place write to a
+    parameter inside the step (an optimizer step inside `fn`), a returned Python value.
+  * Dropout draws its mask in Python at forward time; the replay draws it again, with dropout's own
+    expression, from the same generator object (checked at trace time to reproduce the traced mask),
+    so a replay consumes the generator exactly as eager does and gets the same masks.
   * Parameters are bound by their `.data` array object, so in-place optimizer updates are seen by
     the next replay; replacing the array (`p.data = new`) makes the next call trace again.
   * A compiled call returns its outputs as new Tensors that are not on a tape (backward already ran).
   * Under an open `Tape`, `no_grad`, or anomaly mode, calls run eagerly.
 """
 import collections
+import sys
 import warnings
 
 import numpy as np
@@ -119,6 +123,7 @@ class _Trace:
         self.arrays = {}         # id(array) -> _Value whose array it is
         self.alive = []          # keeps traced objects alive, so ids are not reused
         self.root = None         # the value backward was called on
+        self.pending_draw = None  # (generator, p, its state) of a dropout draw about to be recorded
         self.in_backward = False
         self.unsupported = None
         self.result = None
@@ -187,7 +192,23 @@ class _Trace:
     def add_node(self, op, datas, parents, params, result, grad):
         k = len(self.nodes)
         inputs, casts = [], []
-        for d, p in zip(datas, parents):
+        draw, self.pending_draw = self.pending_draw, None
+        if draw is not None:
+            if op is not _ops._dropout.op or parents[1] is not None or not isinstance(datas[1], np.ndarray):
+                raise _Unsupported("a random draw inside the step that the compiler cannot redraw")
+            rng, p, state = draw
+            mask = datas[1]
+            again = _draw_mask(_generator_at(rng, state), p, mask.shape, mask.dtype)
+            if again.dtype != mask.dtype or not np.array_equal(again, mask):
+                raise _Unsupported("a dropout mask the compiler cannot redraw")
+            mv = _Value("draw", f"m{k}", mask)
+            mv.tensor, mv.number = rng, p
+            self.alive.append(rng)
+        for j, (d, p) in enumerate(zip(datas, parents)):
+            if draw is not None and j == 1:
+                inputs.append(mv)
+                casts.append(None)
+                continue
             v = self.resolve(p, d)
             cast = None
             if v.kind not in ("number",) and v.array is not d:
@@ -249,9 +270,30 @@ def _traced_record(op, datas, parents, grad, params):
 
 
 def _traced_generator_for(rng):
-    if _ACTIVE:
-        _ACTIVE[-1].fail("a random draw inside the step (dropout draws its mask in Python at forward time)")
-    return _ORIG["generator_for"](rng)
+    """A draw inside the step: dropout's mask is redrawn by the replay from the same generator (checked to
+    reproduce the traced mask); any other draw makes the step eager."""
+    tr = _ACTIVE[-1] if _ACTIVE else None
+    gen = _ORIG["generator_for"](rng)
+    if tr is not None:
+        frame = sys._getframe(1)
+        wrapped = getattr(_ops.dropout, "__wrapped__", None)
+        if (wrapped is None or frame.f_code is not wrapped.__code__ or gen is not rng
+                or not isinstance(rng, np.random.Generator) or tr.pending_draw is not None):
+            tr.fail("a random draw inside the step that the compiler cannot redraw")
+        else:
+            tr.pending_draw = (rng, float(frame.f_locals["p"]), rng.bit_generator.state)
+    return gen
+
+
+def _draw_mask(rng, p, shape, dtype):
+    """dropout's mask, as ops.dropout draws it."""
+    return (rng.random(shape) >= p).astype(dtype) / np.asarray(1 - p, dtype)
+
+
+def _generator_at(rng, state):
+    g = np.random.Generator(type(rng.bit_generator)())
+    g.bit_generator.state = state
+    return g
 
 
 def _traced_backward(output, grad=None, retain_graph=False, create_graph=False):
@@ -401,6 +443,8 @@ def _ref(v):
         return ("input", v.node)
     if v.kind == "number":
         return ("number", type(v.number), v.number)
+    if v.kind == "draw":
+        return ("draw", id(v.tensor), v.number, v.array.shape, v.array.dtype)
     return ("const",)
 
 
@@ -620,7 +664,7 @@ def _spec(v, data):
 
 class _Writer:
     def __init__(self):
-        self.ns = {"np": np, "Tensor": Tensor, "unbroadcast": autodiff.unbroadcast, "_Stale": _Stale,
+        self.ns = {"np": np, "Tensor": Tensor, "_draw_mask": _draw_mask, "unbroadcast": autodiff.unbroadcast, "_Stale": _Stale,
                    "_store_grad": autodiff._store_grad}
         self.names = {}
 
@@ -646,6 +690,8 @@ class _Writer:
 
 def _expr(v, w):
     """Source text naming a value in the generated program."""
+    if v.kind == "draw":
+        return v.name
     if v.kind == "number":
         return repr(v.number)
     if v.kind == "const":
@@ -745,6 +791,11 @@ def _generate(tr, batch_weight_grads=False):
     lines.append("    # forward: the Wengert list (one line per record)")
     for node in tr.nodes:
         args = []
+        for v in node.inputs:
+            if v.kind == "draw":
+                draw = (f"    {v.name} = _draw_mask({w.bind('rng', v.tensor)}, {v.number!r}, {v.array.shape}, "
+                        f"{w.bind('dt', v.array.dtype)})")
+                lines.append(f"{draw:<60}  # dropout's mask, drawn from the step's generator")
         for v, cast in zip(node.inputs, node.casts):
             e = _expr(v, w)
             if cast is not None:
@@ -872,11 +923,16 @@ def _result_text(r, w):
     return "{" + ", ".join(f"{k!r}: {_result_text(x, w)}" for k, x in r.items()) + "}"
 
 
-def _interpret_forward(tr, arrays):
-    """The trace's forward values on new input arrays (what the program computes), by node index."""
-    env, out = {}, {}
+def _interpret_forward(tr, arrays, gens):
+    """The trace's forward values on new input arrays (what the program computes), by node index;
+    dropout masks are drawn from `gens` (id(generator) -> a copy at the state the program started from)."""
+    env, out, masks = {}, {}, {}
 
     def get(v):
+        if v.kind == "draw":
+            if v.name not in masks:
+                masks[v.name] = _draw_mask(gens[id(v.tensor)], v.number, v.array.shape, v.array.dtype)
+            return masks[v.name]
         if v.kind == "input":
             return arrays[v.node]
         if v.kind == "alias":
@@ -1009,6 +1065,8 @@ class Compiled:
         tr_old = entry.trace
         leaves = [p.tensor for p in tr_old.params] + [a for a in _leaves(args) if a.requires_grad]
         before = [None if t.grad is None else np.array(t.grad) for t in leaves]
+        rngs = {id(v.tensor): v.tensor for node in tr_old.nodes for v in node.inputs if v.kind == "draw"}
+        states = {k: g.bit_generator.state for k, g in rngs.items()}
         try:
             out = entry.program(*_arrays(args))
         except _Stale:
@@ -1017,7 +1075,9 @@ class Compiled:
         replay = [None if t.grad is None else np.array(t.grad) for t in leaves]
         for t, b in zip(leaves, before):
             t.grad = b
-        values = _interpret_forward(tr_old, _arrays(args))
+        for k, g in rngs.items():          # eager draws the masks the replay drew
+            g.bit_generator.state = states[k]
+        values = _interpret_forward(tr_old, _arrays(args), {k: _generator_at(g, states[k]) for k, g in rngs.items()})
         result, tr = _trace(self.fn, args, kwargs, None)
         diff = _diff(tr_old, tr, values)
         if diff is None:

@@ -241,30 +241,55 @@ def test_float32_bit_identical():
 
 
 # -- fallback, checks, parameters, retracing ---------------------------------------------------------
-def test_dropout_falls_back_to_eager_with_one_warning():
+def test_dropout_redraws_its_mask_from_the_generator():
     W = param(3, 3)
     gen_a, gen_b = np.random.default_rng(0), np.random.default_rng(0)
 
     def make(gen):
         def step(x):
-            loss = tg.dropout(tg.tanh(x @ W), 0.5, gen).sum()
+            loss = (tg.dropout(tg.tanh(x @ W), 0.5, gen) * 1.5).sum()
             loss.backward()
             return loss
         return step
-    c = tg.compile(make(gen_a))
-    eager = make(gen_b)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for i in range(5):
+    c, eager = tg.compile(make(gen_a), check_every=4), make(gen_b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(9):
             x = data(i, 4, 3)
             W.grad = None
             ref = eager(tg.tensor(x)).item()
             ref_g = W.grad.copy()
             W.grad = None
-            assert c(x).item() == ref                       # the same masks: eager draws them every call
+            assert c(x).item() == ref                       # the same masks as eager, call after call
+            np.testing.assert_array_equal(W.grad, ref_g)
+    assert "_draw_mask(" in c.source
+    assert gen_a.bit_generator.state == gen_b.bit_generator.state
+
+
+def test_untraced_random_draw_falls_back_with_one_warning():
+    W = param(3)
+    gen_a, gen_b = np.random.default_rng(1), np.random.default_rng(1)
+
+    def make(gen):
+        def step(x):
+            noise = tg.tensor(gen.standard_normal(3))       # numpy's draw: a constant to the trace
+            loss = (x * W * noise).sum()
+            loss.backward()
+            return loss
+        return step
+    c, eager = tg.compile(make(gen_a)), make(gen_b)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(5):
+            x = data(i, 3)
+            W.grad = None
+            ref = eager(tg.tensor(x)).item()
+            ref_g = W.grad.copy()
+            W.grad = None
+            assert c(x).item() == ref
             np.testing.assert_array_equal(W.grad, ref_g)
     msgs = [str(w.message) for w in caught if issubclass(w.category, CompileWarning)]
-    assert len(msgs) == 1 and "random draw" in msgs[0] and "dropout" in msgs[0]
+    assert len(msgs) == 1 and "constant" in msgs[0], msgs
 
 
 def test_checkpoint_falls_back_to_eager():
