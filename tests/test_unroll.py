@@ -463,3 +463,20 @@ def test_wrong_width_messages_name_the_layout_and_no_repeated_path():
     with pytest.raises(tg.ShapeError, match=re.escape("LSTMCell inside `enc`: input x has shape (2, 6, 5), "
                                                       "expected (batch, T, 3)")):
         tg.nn.unroll(named, tg.tensor(np.zeros((2, 6, 5))))
+
+
+def test_anomaly_names_the_steps_and_rows_of_a_nan_in_the_hoisted_input_projection():
+    cell = tg.nn.LSTMCell(3, 4, dtype=np.float64, rng=0)
+    xs = np.random.default_rng(0).normal(size=(3, 6, 3))
+    xs[1, 2, 0] = xs[2, 4, 1] = np.nan
+    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError) as e:
+        tg.nn.unroll(cell, tg.tensor(xs))
+    assert "the non-finite inputs are at steps t = [2, 4] in batch rows [1, 2] of xs" in str(e.value)
+    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match=r"steps t = \[2, 4\] in batch rows \[1, 2\]"):
+        tg.nn.unroll(cell, tg.tensor(xs.transpose(1, 0, 2).copy()), time_major=True)
+    only_step_4 = np.where(np.arange(6)[None, :, None] == 2, 0.0, xs)            # segments of 2: steps 4..5
+    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match=r"steps 4..5 .* steps t = \[4\] in batch rows \[2\]"):
+        tg.nn.unroll(cell, tg.tensor(only_step_4), checkpoint_every=2)
+    cell.W_x.data[0, 0] = np.inf
+    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match="xs is finite; the non-finite values are in W_x"):
+        tg.nn.unroll(cell, tg.tensor(np.ones((2, 3, 3))))

@@ -12,13 +12,16 @@ import numbers
 
 import numpy as np
 
-from ..errors import DTypeError, InvalidValueError, ShapeError
+from .. import tape as _tape
+from ..errors import AnomalyError, DTypeError, InvalidValueError, ShapeError
 from ..ops import concat, stack, where
 from ..checkpoint import checkpoint
 from ..tape import scope
 from ..tensor import Tensor
 from .cells import RecurrentCell
 from .module import Module, shape_of
+
+__all__ = ["unroll", "detach_state", "lengths_array", "reverse_sequences", "StackedRNN", "Bidirectional"]
 
 
 def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, checkpoint_every=None):
@@ -55,7 +58,7 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, 
     def run(state, xs, steps):
         """Steps `steps` (a range; xs holds exactly those steps) from `state`: (outputs, final state)."""
         if project:
-            xs = cell.input_projection(xs)                        # all these steps with one matmul
+            xs = _projected(cell, xs, steps, time_major)          # all these steps with one matmul
         outputs = []
         for t in steps:
             if truncate and t and t % truncate == 0:
@@ -81,6 +84,39 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, 
             out, state = checkpoint(lambda s, x, steps=steps: run(s, x, steps), state, segment)
             segments.append(out)
         return concat(segments, axis=time_axis), state
+
+
+def _projected(cell, xs, steps, time_major):
+    """cell.input_projection(xs); in anomaly mode a NaN/Inf it makes is located to the steps and batch rows
+    whose slice holds it (the projection runs before the loop, outside any step's scope)."""
+    if not _tape.ANOMALY:
+        return cell.input_projection(xs)
+    try:
+        return cell.input_projection(xs)
+    except AnomalyError as e:
+        raise AnomalyError(f"{e}\n{_locate_non_finite(cell, xs, steps, time_major)}") from None
+
+
+def _locate_non_finite(cell, xs, steps, time_major):
+    data = np.asarray(xs.data if isinstance(xs, Tensor) else xs)
+    bad = ~np.isfinite(data).all(axis=-1)                               # (batch, T) or (T, batch)
+    if time_major:
+        bad = bad.T
+    lead = (f"unroll projected the inputs of steps {steps.start}..{steps.stop - 1} with one matmul before the loop "
+            "(so the record has no time step): ")
+    if bad.any():
+        ts = [steps.start + int(t) for t in np.flatnonzero(bad.any(axis=0))]
+        rows = [int(b) for b in np.flatnonzero(bad.any(axis=1))]
+        return lead + f"the non-finite inputs are at steps t = {_listed(ts)} in batch rows {_listed(rows)} of xs"
+    params = [p.name or "?" for p in cell.parameters() if not np.isfinite(p.data).all()]
+    if params:
+        return lead + f"xs is finite; the non-finite values are in {', '.join(params)}, so every step gets them"
+    return lead + "xs and the cell's parameters are finite; the product overflowed"
+
+
+def _listed(values, limit=12):
+    shown = ", ".join(map(str, values[:limit]))
+    return f"[{shown}{', ...' if len(values) > limit else ''}]" + (f" ({len(values)} in all)" if len(values) > limit else "")
 
 
 def _segment(xs, steps, time_first):
