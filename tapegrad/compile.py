@@ -978,7 +978,7 @@ class Compiled:
         self.batch_weight_grads = batch_weight_grads
         self.cache = collections.OrderedDict()
         self.warned = set()
-        self.traces = 0
+        self.traces = self.traces_since_replay = 0
         self.__name__ = getattr(fn, "__name__", "step")
         self.__doc__ = getattr(fn, "__doc__", None)
 
@@ -1025,7 +1025,9 @@ class Compiled:
             if self.check or (self.check_every and entry.calls % self.check_every == 0):
                 return self._checked(entry, args, kwargs)
             try:
-                return entry.program(*_arrays(args))
+                out = entry.program(*_arrays(args))
+                self.traces_since_replay = 0
+                return out
             except _Stale:
                 entry.trace = entry.program = entry.source = None
         return self._trace(entry, args, kwargs)
@@ -1033,6 +1035,11 @@ class Compiled:
     def _trace(self, entry, args, kwargs):
         result, tr = _trace(self.fn, args, kwargs, None)
         self.traces += 1
+        self.traces_since_replay += 1
+        if self.traces_since_replay > 2 * self.cache_size:
+            self._warn(f"{self.traces_since_replay} calls in a row traced without a replay: the input signature "
+                       "keeps changing (integer and boolean inputs, such as targets or lengths, are part of it "
+                       "by value)")
         if tr.unsupported:
             entry.eager = True
             self._warn(tr.unsupported)

@@ -532,3 +532,21 @@ def test_batched_weight_gradients_agree_to_rounding(kind):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
     if kind == "LSTMCell":           # (the GRU cell slices its W_h per step: those gradients are indexed)
         assert "all steps' x_t^T g_t as one product" in c.source
+
+
+def test_integer_inputs_that_change_every_call_warn_that_nothing_is_replayed():
+    W = param(4, 3)
+
+    def step(x, targets):
+        loss = tg.cross_entropy(x @ W, targets)
+        loss.backward()
+        return loss
+    c = tg.compile(step, cache_size=2)
+    with pytest.warns(CompileWarning, match="without a replay"):
+        for i in range(8):
+            targets = np.random.default_rng(i).integers(0, 3, 5)
+            W.grad = None
+            got, got_g = c(data(i, 5, 4), targets).item(), W.grad.copy()
+            W.grad = None
+            assert got == step(tg.tensor(data(i, 5, 4)), tg.tensor(targets)).item()
+            np.testing.assert_array_equal(got_g, W.grad)
