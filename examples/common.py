@@ -34,16 +34,21 @@ def out_dir(path):
 
 
 def progress(iterable, desc, every=1):
-    """tqdm's progress bar when tqdm is installed; else a line every `every` items (on stderr)."""
+    """tqdm's progress bar when tqdm is installed and stderr is a terminal (disable=None: no bar, so no stream of
+    carriage-return updates, in a log or a pipe); else a line every `every` items (on stderr)."""
     try:
         from tqdm import tqdm
     except ImportError:
         return _plain_progress(iterable, desc, every)
-    return tqdm(iterable, desc=desc, file=sys.stderr, leave=False)
+    if not sys.stderr.isatty():
+        return _plain_progress(iterable, desc, every)
+    return tqdm(iterable, desc=desc, file=sys.stderr, leave=False, disable=None)
 
 
 def _plain_progress(iterable, desc, every):
+    """A line every `every` items, at most about ten lines in all (a log stays readable)."""
     items = list(iterable)
+    every = max(every, -(-len(items) // 10))
     for i, item in enumerate(items):
         if i % every == 0 or i == len(items) - 1:
             print(f"{desc} {i + 1}/{len(items)}", file=sys.stderr)

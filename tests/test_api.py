@@ -216,3 +216,26 @@ def test_with_real_torch_when_installed():
     ours, _ = cell(tg.tensor(x))
     theirs, _ = tcell(torch.from_numpy(x))
     np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-10)
+
+
+# -- examples' progress bars ------------------------------------------------------------------------------
+
+def test_examples_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    import io
+    import types
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "examples"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    calls = []
+    fake = types.ModuleType("tqdm")
+    fake.tqdm = lambda it, **kw: calls.append(kw) or it
+    monkeypatch.setitem(sys.modules, "tqdm", fake)
+    assert list(common.progress(range(500), "steps")) == list(range(500))      # stderr is captured: not a tty
+    assert calls == [] and len(capsys.readouterr().err.splitlines()) <= 11
+    tty = io.StringIO()
+    tty.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert list(common.progress(range(5), "steps")) == list(range(5))
+    assert calls and calls[0]["disable"] is None
