@@ -239,3 +239,27 @@ def test_examples_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stderr", tty)
     assert list(common.progress(range(5), "steps")) == list(range(5))
     assert calls and calls[0]["disable"] is None
+
+
+# -- python -m tapegrad -----------------------------------------------------------------------------------
+
+def test_python_m_tapegrad_reports_version_backends_extras_and_commands():
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "tapegrad"], capture_output=True, text=True, cwd=root, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith(f"tapegrad {tg.__version__} (python ")
+    assert "render backends (tapegrad.viz.render):" in text and "optional extras:" in text
+    for dist in ("graphviz-pure", "matplotlib", "tqdm", "nbclient", "Pillow"):
+        assert re.search(rf"^  {re.escape(dist)}\s", text, re.M), dist
+    assert "-m tapegrad.demo" in text and "docs/notebooks" in text
+
+
+def test_python_m_tapegrad_degrades_when_backend_discovery_fails(monkeypatch):
+    from tapegrad import __main__ as cli
+    from tapegrad.viz import backends
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("being rewritten")
+    monkeypatch.setattr(backends, "available", broken)
+    assert "could not query tapegrad.viz.backends (RuntimeError: being rewritten)" in cli.report()
