@@ -776,9 +776,52 @@ def _batch_weight_grads(steps):
     return {k: (v, k in seen) for k, v in batched.items()}
 
 
-def _generate(tr, batch_weight_grads=False):
+def _returned_arrays(r):
+    if r is None:
+        return []
+    if isinstance(r, _Value):
+        return [r.array]
+    if isinstance(r, dict):
+        r = list(r.values())
+    return [a for x in r for a in _returned_arrays(x)]
+
+
+def _buffer_text(node, args, returned, w):
+    """Lines computing an elementwise node into a buffer the program keeps between calls (`out=`), or
+    None. Used only where it reproduces the traced value bit for bit, and never for a returned value."""
+    out, f = node.out, node.op.forward
+    if (node.params or np.ndim(out) == 0 or any(c is not None for c in node.casts)
+            or any(np.may_share_memory(out, r) for r in returned if isinstance(r, np.ndarray))):
+        return None
+    name = node.value.name
+    if isinstance(f, np.ufunc) and f.nout == 1 and getattr(np, f.__name__, None) is f:
+        test = np.empty_like(out)
+        try:
+            f(*node.datas, out=test)
+        except Exception:
+            return None
+        if not np.array_equal(test, out, equal_nan=True):
+            return None
+        buf = w.bind("B", np.empty_like(out))
+        return [f"{name} = np.{f.__name__}({', '.join(args)}, out={buf})"]
+    if node.op.name == "sigmoid" and len(args) == 1:          # ops._sigmoid: tanh(x / 2) / 2 + 1/2
+        test = np.empty_like(out)
+        np.multiply(node.datas[0], 0.5, out=test)
+        np.tanh(test, out=test)
+        test *= 0.5
+        test += 0.5
+        if not np.array_equal(test, out, equal_nan=True):
+            return None
+        buf = w.bind("B", np.empty_like(out))
+        return [f"{name} = np.multiply({args[0]}, 0.5, out={buf}); np.tanh({name}, out={name}); "
+                f"{name} *= 0.5; {name} += 0.5"]
+    return None
+
+
+def _generate(tr, batch_weight_grads=False, reuse_buffers=False):
     """The program's source and namespace."""
     w = _Writer()
+    returned = _returned_arrays(tr.result)
     lines = []
     sig = [v.name for v in tr.inputs] + [f"T{v.name}" for v in tr.inputs if v.requires_grad]
     lines.append(f"def step({', '.join(sig)}):")
@@ -801,6 +844,12 @@ def _generate(tr, batch_weight_grads=False):
             if cast is not None:
                 e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
             args.append(e)
+        buffered = _buffer_text(node, args, returned, w) if reuse_buffers else None
+        if buffered is not None:
+            for j, text in enumerate(buffered):
+                line = f"    {text}"
+                lines.append(f"{line:<60}  {_comment(node)}" if j == len(buffered) - 1 else line)
+            continue
         spec = _specialize_forward(node)
         if spec is not None:
             call = spec.format(**{f"a{j}": a for j, a in enumerate(args)})
@@ -973,9 +1022,10 @@ class _Entry:
 class Compiled:
     """A compiled training step: call it like the function; `.source` is the generated program."""
 
-    def __init__(self, fn, check=False, check_every=None, cache_size=8, batch_weight_grads=False):
+    def __init__(self, fn, check=False, check_every=None, cache_size=8, batch_weight_grads=False,
+                 reuse_buffers=False):
         self.fn, self.check, self.check_every, self.cache_size = fn, check, check_every, cache_size
-        self.batch_weight_grads = batch_weight_grads
+        self.batch_weight_grads, self.reuse_buffers = batch_weight_grads, reuse_buffers
         self.cache = collections.OrderedDict()
         self.warned = set()
         self.traces = self.traces_since_replay = 0
@@ -1057,7 +1107,7 @@ class Compiled:
 
     def _compile(self, entry, tr):
         try:
-            source, ns = _generate(tr, self.batch_weight_grads)
+            source, ns = _generate(tr, self.batch_weight_grads, self.reuse_buffers)
         except _Unsupported as e:
             entry.eager = True
             self._warn(str(e))
@@ -1167,7 +1217,8 @@ def _key(args, kwargs):
     return tuple(parts)
 
 
-def compile(fn=None, *, check=False, check_every=None, cache_size=8, batch_weight_grads=False):
+def compile(fn=None, *, check=False, check_every=None, cache_size=8, batch_weight_grads=False,
+            reuse_buffers=False):
     """Compile a training step `fn(*inputs)` (ordinary eager code that calls `loss.backward()`).
 
     The first two calls with given input shapes run eagerly and trace; when their traces agree, later
@@ -1177,8 +1228,11 @@ def compile(fn=None, *, check=False, check_every=None, cache_size=8, batch_weigh
     batch_weight_grads=True sums each weight's per-step gradient products x_t^T g_t as one product over
     the stacked steps (as careful hand-written BPTT does): faster for long unrolls, but a reordered sum,
     so gradients agree with eager to rounding (about 1e-15 relative in float64), not bit for bit.
+    reuse_buffers=True computes elementwise records (numpy ufuncs, sigmoid) into buffers the program
+    keeps between calls (`out=`; bit-identical): fewer allocations per call, at the price of keeping
+    those forward values' memory allocated between calls (per cached program).
     Usable as a decorator: `@tapegrad.compile` or `@tapegrad.compile(check=True)`.
     """
     if fn is None:
-        return lambda f: Compiled(f, check, check_every, cache_size, batch_weight_grads)
-    return Compiled(fn, check, check_every, cache_size, batch_weight_grads)
+        return lambda f: Compiled(f, check, check_every, cache_size, batch_weight_grads, reuse_buffers)
+    return Compiled(fn, check, check_every, cache_size, batch_weight_grads, reuse_buffers)
