@@ -4,7 +4,7 @@ import numpy as np
 from .errors import DTypeError, InvalidValueError, ShapeError
 from . import tape as _tape
 from .op import defop, guarded
-from .ops import log_softmax, one_hot
+from .ops import abs, exp, log, log_softmax, minimum, one_hot, softplus, take_along_axis, where
 from .tape import describe_scope
 from .tensor import Tensor
 
@@ -86,3 +86,98 @@ def _reduce(losses, reduction, op):
 
 def _data(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _check_reduction(reduction, op, extra=()):
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS + tuple(extra):
+        raise InvalidValueError(f"{op}: reduction must be one of {_REDUCTIONS + tuple(extra)}, got {reduction!r}")
+
+
+def _check_same_shape(a, b, op, names=("pred", "target")):
+    if np.shape(_data(a)) != np.shape(_data(b)):
+        raise ShapeError(f"{op}: {names[0]} has shape {np.shape(_data(a))} but {names[1]} has shape "
+                         f"{np.shape(_data(b))}{describe_scope(_tape.CURRENT_SCOPE)}")
+
+
+@guarded
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
+    """Binary cross-entropy of sigmoid(logits) against targets in [0, 1] (same shape as the logits):
+    softplus(z) - z * t, which equals -(t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))) and is finite
+    for any z (no log of a sigmoid that rounded to 0 or 1). Reduced by "mean" | "sum" | "none";
+    differentiable in both arguments."""
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    _check_same_shape(logits, targets, "binary_cross_entropy_with_logits", ("logits", "targets"))
+    return _reduce(softplus(logits) - logits * targets, reduction, "binary_cross_entropy_with_logits")
+
+
+@guarded
+def nll_loss(log_probs, targets, reduction="mean", weight=None):
+    """Negative log-likelihood of integer class targets (...) under log-probabilities (..., C), e.g. the
+    output of log_softmax(z, -1): -log_probs[..., targets]. Classes are the last axis, as in cross_entropy
+    (PyTorch's nll_loss puts them on axis 1). weight: per-element weights or a 0/1 mask of the targets'
+    shape, as in cross_entropy ("mean" is then sum(weight * loss) / sum(weight)). A -inf log-probability
+    of a class that is not a target does no harm (it is picked, never multiplied by 0)."""
+    _check_reduction(reduction, "nll_loss")
+    shape = np.shape(_data(log_probs))
+    t = np.asarray(_data(targets))
+    if t.dtype.kind not in "iu":
+        raise DTypeError(f"nll_loss: targets must be integer class indices, got dtype {t.dtype} "
+                         f"with shape {t.shape}")
+    if not shape or t.shape != shape[:-1]:
+        raise ShapeError(f"nll_loss: log_probs {shape} need targets of shape {shape[:-1]}, got {t.shape}")
+    if t.size and (t.min() < 0 or t.max() >= shape[-1]):
+        raise ShapeError(f"nll_loss: targets must lie in [0, {shape[-1]}) for log_probs {shape}, "
+                         f"got values in [{t.min()}, {t.max()}]")
+    losses = -take_along_axis(log_probs, t[..., None], axis=-1).reshape(t.shape)
+    if weight is None:
+        return _reduce(losses, reduction, "nll_loss")
+    dtype = _data(log_probs).dtype
+    w = np.asarray(_data(weight), dtype=dtype)
+    if w.shape != t.shape:
+        raise ShapeError(f"nll_loss: weight has shape {w.shape}, targets have shape {t.shape}")
+    losses = losses * w
+    if reduction == "mean":
+        return losses.sum() / max(float(w.sum()), np.finfo(dtype).tiny)
+    return _reduce(losses, reduction, "nll_loss")
+
+
+@guarded
+def l1_loss(pred, target, reduction="mean"):
+    """Absolute error |pred - target|, reduced by "mean" | "sum" | "none"; shapes must match. The gradient
+    where pred == target is 0 (abs's subgradient)."""
+    _check_reduction(reduction, "l1_loss")
+    _check_same_shape(pred, target, "l1_loss")
+    return _reduce(abs(pred - target), reduction, "l1_loss")
+
+
+@guarded
+def huber_loss(pred, target, delta=1.0, reduction="mean"):
+    """Huber loss of d = pred - target: d^2 / 2 where |d| <= delta, delta (|d| - delta / 2) beyond
+    (PyTorch's huber_loss; smooth_l1_loss is this divided by delta). Shapes must match; delta > 0."""
+    _check_reduction(reduction, "huber_loss")
+    _check_same_shape(pred, target, "huber_loss")
+    if not delta > 0:
+        raise InvalidValueError(f"huber_loss: delta must be positive, got {delta!r}")
+    a = abs(pred - target)
+    q = minimum(a, delta)                     # |d| inside the quadratic zone, delta beyond it
+    return _reduce(q * q * 0.5 + (a - q) * delta, reduction, "huber_loss")
+
+
+@guarded
+def kl_div(log_q, p, reduction="mean", log_target=False):
+    """KL divergence with PyTorch's kl_div semantics: the input `log_q` holds log-probabilities of the
+    model's distribution q, the target `p` probabilities (log-probabilities with log_target=True);
+    the pointwise loss is p (log p - log_q), 0 where p = 0, so sum over classes is KL(p || q).
+    reduction: "mean" averages over all elements (as PyTorch; KL per sample needs "batchmean", the sum
+    divided by the size of the first axis), "sum", "none". Shapes must match."""
+    _check_reduction(reduction, "kl_div", ("batchmean",))
+    _check_same_shape(log_q, p, "kl_div", ("log_q", "p"))
+    if log_target:
+        losses = exp(p) * (p - log_q)
+    else:
+        positive = p > 0
+        losses = where(positive, p * (log(where(positive, p, 1)) - log_q), 0)
+    if reduction == "batchmean":
+        shape = np.shape(_data(log_q))
+        return losses.sum() / (shape[0] if shape else 1)
+    return _reduce(losses, reduction, "kl_div")
