@@ -218,6 +218,15 @@ class Tape:
         numbering = {r: i for i, r in enumerate(self.records)}
         return "\n".join(format_record(r, numbering) for r in self.records) or "<empty tape>"
 
+    def _repr_html_(self):
+        """A notebook table: one row per record, with module and time-step columns."""
+        from .notebook import tape_html
+        return tape_html(self)
+
+    def _repr_markdown_(self):
+        from .notebook import tape_markdown
+        return tape_markdown(self)
+
 
 ANOMALY = False               # set by anomaly.detect_anomaly()
 

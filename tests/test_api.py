@@ -263,3 +263,23 @@ def test_python_m_tapegrad_degrades_when_backend_discovery_fails(monkeypatch):
         raise RuntimeError("being rewritten")
     monkeypatch.setattr(backends, "available", broken)
     assert "could not query tapegrad.viz.backends (RuntimeError: being rewritten)" in cli.report()
+
+
+# -- notebook displays ------------------------------------------------------------------------------------
+
+def test_tape_module_and_tensor_render_as_tables():
+    from tapegrad import notebook
+    cell = nn.RNNCell(2, 3, dtype=np.float64, rng=0, name="rnn")
+    with tg.Tape() as tape:
+        out, _ = nn.unroll(cell, tg.tensor(np.ones((1, 2, 2))))
+    page, md = tape._repr_html_(), tape._repr_markdown_()
+    assert page.startswith("<table><caption>Tape: ") and "<th>module</th><th>t</th>" in page
+    assert "<td>rnn</td><td>1</td>" in page                       # a step's record: module and time step
+    assert md.splitlines()[2] == "| # | op | inputs | shape | dtype | module | t |"
+    assert "over 2 time steps" in md
+    mpage, mmd = cell._repr_html_(), cell._repr_markdown_()
+    assert "<td>W_x</td><td>(2, 3)</td><td>float64</td><td>6</td><td>-</td>" in mpage
+    assert "RNNCell(2, 3): 18 parameters" in mmd and "| W_h | (3, 3) | float64 | 9 | - |" in mmd
+    tpage = notebook.tensor_html(out)
+    assert "<td>shape</td><td>(1, 2, 3)</td>" in tpage and "stack" in tpage
+    assert "| requires_grad | True |" in notebook.tensor_markdown(out)

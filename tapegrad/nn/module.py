@@ -21,6 +21,8 @@ from ..errors import CheckpointError, DTypeError
 from ..tape import Scope
 from ..tensor import Tensor, as_array
 
+__all__ = ["Module", "Parameter", "shape_of"]
+
 
 class Parameter(Tensor):
     """A leaf Tensor that requires grad and knows its (dotted) name. Only floating dtypes."""
@@ -177,6 +179,15 @@ class Module:
     def extra_repr(self):
         """The constructor arguments shown by repr (override in subclasses)."""
         return ""
+
+    def _repr_html_(self):
+        """A notebook table of the parameters (dotted name, shape, dtype, size, grad)."""
+        from ..notebook import module_html
+        return module_html(self)
+
+    def _repr_markdown_(self):
+        from ..notebook import module_markdown
+        return module_markdown(self)
 
     def __repr__(self):
         head = f"{type(self).__name__}({self.extra_repr()})"
