@@ -167,8 +167,8 @@ def tapegrad_builtin(cell, p, xs, ys, compiled=False):
 
 
 def hand_careful(cell, p, xs, ys):
-    """The careful hand-written baseline (handwritten.CarefulLSTM / CarefulElman): fused gates, hoisted input
-    and output products, preallocated buffers, in-place updates, one product per weight gradient."""
+    """The careful hand-written baseline (handwritten.CarefulLSTM / CarefulElman / CarefulGRU): fused gates,
+    hoisted input and output products, preallocated buffers, in-place updates, one product per weight gradient."""
     if cell not in handwritten.CAREFUL:
         raise ImportError(f"no careful hand-written {cell}")
     step = handwritten.make_careful(cell, p, xs.shape[0], xs.shape[1])
@@ -208,7 +208,8 @@ CONTENDERS = {BASELINE: hand_numpy, CAREFUL: hand_careful, "tapegrad": tapegrad,
               "tapegrad-nn": tapegrad_builtin, "tapegrad-compiled": tapegrad_compiled,
               "tapegrad-nn-compiled": tapegrad_nn_compiled,
               "tapegrad-compiled-batched": functools.partial(tapegrad_compiled, batch=True),
-              "tapegrad-nn-compiled-batched": functools.partial(tapegrad_nn_compiled, batch=True), "pytorch": pytorch, "autograd": hips_autograd}
+              "tapegrad-nn-compiled-batched": functools.partial(tapegrad_nn_compiled, batch=True),
+              "pytorch": pytorch, "autograd": hips_autograd}
 
 
 def make_steps(names, cell, size, seed=0):
@@ -264,7 +265,7 @@ def peak_memory(step):
 
 def print_header(title, unit, names):
     print(title)
-    print(f"ratios: to {CAREFUL} where it exists (LSTM, Elman), else (base = {BASELINE}) to {BASELINE}")
+    print(f"ratios: to {CAREFUL} (the 'base' column names the baseline of each row)")
     cols = ["size", "cell"] + [f"{n} {unit}" for n in names] + ["base"] + \
         [f"{n}/base" for n in names if n != _base_name({CAREFUL: 1})]
     print("  ".join(f"{c:>14}" for c in cols))
@@ -285,6 +286,7 @@ def print_row(size, cell, v, names):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="tiny,small", help=f"comma list of {', '.join(SIZES)}")
+    ap.add_argument("--cells", default=",".join(CELLS), help=f"comma list of {', '.join(CELLS)}")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list (hand-numpy is always run)")
@@ -304,7 +306,7 @@ def main(argv=None):
         return
     print_header(f"one BPTT step, min over {args.rounds} rounds of the median of {args.repeat}", "ms", names)
     for size in args.sizes.split(","):
-        for cell in CELLS:
+        for cell in args.cells.split(","):
             print_row(size, cell, time_steps(make_steps(names, cell, size), args.rounds, args.repeat), names)
 
 if __name__ == "__main__":

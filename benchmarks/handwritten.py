@@ -302,7 +302,103 @@ class CarefulElman:
         return float(loss), dict(gr)
 
 
-CAREFUL = {"lstm": CarefulLSTM, "elman": CarefulElman}
+class CarefulGRU:
+    """GRU with r and z fused (one (H, 2H) recurrent product, one sigmoid), n after them."""
+
+    def __init__(self, p, T, B):
+        H, O = p["Wr"].shape[0], p["V"].shape[1]
+        D = p["Ur"].shape[0]
+        dt = p["V"].dtype
+        self.T, self.B, self.H = T, B, H
+        self.Ux = np.ascontiguousarray(np.concatenate([p["U" + k] for k in "rzn"], 1))     # (D, 3H)
+        self.b = np.concatenate([p["b" + k] for k in "rzn"])
+        self.Wrz = np.ascontiguousarray(np.concatenate([p["Wr"], p["Wz"]], 1))            # (H, 2H)
+        self.Wn = p["Wn"]
+        self.WrzT, self.WnT = np.ascontiguousarray(self.Wrz.T), np.ascontiguousarray(self.Wn.T)
+        self.V, self.c = p["V"], p["c"]
+        self.VT = np.ascontiguousarray(self.V.T)
+        z = lambda *shape: np.zeros(shape, dt)   # noqa: E731
+        self.A, self.dA = z(T, B, 3 * H), z(T, B, 3 * H)     # pre-activations -> r, z, n; their gradients
+        self.hs, self.RH = z(T + 1, B, H), z(T, B, H)
+        self.Y, self.dH = z(T * B, O), z(T * B, H)
+        self.t2, self.t1, self.dh, self.dnext, self.drh = z(B, 2 * H), z(B, H), z(B, H), z(B, H), z(B, H)
+        self.g = {"Ux": z(D, 3 * H), "Wrz": z(H, 2 * H), "Wn": z(H, H), "b": z(3 * H), "V": z(H, O), "c": z(O)}
+
+    def __call__(self, xs, ys):
+        T, B, H = self.T, self.B, self.H
+        A, hs, RH, t1, t2 = self.A, self.hs, self.RH, self.t1, self.t2
+        A2 = A.reshape(T * B, 3 * H)
+        np.dot(xs.reshape(T * B, -1), self.Ux, out=A2)
+        A2 += self.b
+        for t in range(T):
+            h, a = hs[t], A[t]
+            rz = a[:, :2 * H]
+            np.dot(h, self.Wrz, out=t2)
+            rz += t2
+            np.negative(rz, out=rz)                              # sigmoid = 1 / (1 + exp(-a))
+            np.exp(rz, out=rz)
+            rz += 1.0
+            np.reciprocal(rz, out=rz)
+            r, zg, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+            np.multiply(r, h, out=RH[t])
+            np.dot(RH[t], self.Wn, out=t1)
+            n += t1
+            np.tanh(n, out=n)
+            np.subtract(h, n, out=t1)                            # h_t = n + z (h - n) = (1 - z) n + z h
+            t1 *= zg
+            np.add(n, t1, out=hs[t + 1])
+        Hs = hs[1:].reshape(T * B, H)
+        Y = self.Y
+        np.dot(Hs, self.V, out=Y)
+        Y += self.c
+        Y -= ys.reshape(T * B, -1)
+        loss = np.vdot(Y, Y) / (B * Y.shape[1])
+        Y *= 2.0 / (B * Y.shape[1])
+        gr = self.g
+        np.dot(Hs.T, Y, out=gr["V"])
+        np.add.reduce(Y, axis=0, out=gr["c"])
+        np.dot(Y, self.VT, out=self.dH)
+        dH = self.dH.reshape(T, B, H)
+        dh, dnext, drh = self.dh, self.dnext, self.drh
+        dnext[...] = 0.0
+        for t in reversed(range(T)):
+            h, a, d = hs[t], A[t], self.dA[t]
+            r, zg, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+            dr, dz, dn = d[:, :H], d[:, H:2 * H], d[:, 2 * H:]
+            np.add(dH[t], dnext, out=dh)
+            np.subtract(1.0, zg, out=t1)                         # da_n = dh (1 - z) (1 - n^2)
+            np.multiply(dh, t1, out=dn)
+            np.multiply(n, n, out=t1)
+            np.subtract(1.0, t1, out=t1)
+            dn *= t1
+            np.subtract(h, n, out=dz)                            # da_z = dh (h - n) z (1 - z)
+            dz *= dh
+            dz *= zg
+            np.subtract(1.0, zg, out=t1)
+            dz *= t1
+            np.dot(dn, self.WnT, out=drh)                        # d(r h)
+            np.multiply(drh, h, out=dr)                          # da_r = d(r h) h r (1 - r)
+            dr *= r
+            np.subtract(1.0, r, out=t1)
+            dr *= t1
+            np.multiply(dh, zg, out=dnext)                       # dh_{t-1} = dh z + d(r h) r + da_rz W_rz^T
+            np.multiply(drh, r, out=t1)
+            dnext += t1
+            np.dot(d[:, :2 * H], self.WrzT, out=t1)
+            dnext += t1
+        dA2 = self.dA.reshape(T * B, 3 * H)
+        np.dot(xs.reshape(T * B, -1).T, dA2, out=gr["Ux"])
+        np.add.reduce(dA2, axis=0, out=gr["b"])
+        np.dot(hs[:-1].reshape(T * B, H).T, dA2[:, :2 * H], out=gr["Wrz"])
+        np.dot(RH.reshape(T * B, H).T, dA2[:, 2 * H:], out=gr["Wn"])
+        grads = {"V": gr["V"], "c": gr["c"], "Wr": gr["Wrz"][:, :H], "Wz": gr["Wrz"][:, H:], "Wn": gr["Wn"]}
+        for j, k in enumerate("rzn"):
+            cols = slice(j * H, (j + 1) * H)
+            grads["U" + k], grads["b" + k] = gr["Ux"][:, cols], gr["b"][cols]
+        return float(loss), grads
+
+
+CAREFUL = {"lstm": CarefulLSTM, "elman": CarefulElman, "gru": CarefulGRU}
 
 
 def make_careful(cell, p, T, B):

@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from . import anomaly, autodiff, op as _op, ops as _ops, tape as _tape
+from . import autodiff, op as _op, ops as _ops, tape as _tape
 from .errors import GraphError
 from .indexed import IndexedGrad, is_basic
 from .op import Joint, PerInput, identity
@@ -368,7 +368,7 @@ def _uninstall():
         setattr(Tensor, f"__{name}__", _ORIG["cmp_" + name])
 
 
-def _trace(fn, args, kwargs, rg_inputs):
+def _trace(fn, args, kwargs):
     """Run fn eagerly on args (Tensors), observing every primitive call. Returns (result, trace)."""
     tr = _Trace(args)
     for j, a in enumerate(_leaves(args)):
@@ -664,7 +664,8 @@ def _spec(v, data):
 
 class _Writer:
     def __init__(self):
-        self.ns = {"np": np, "Tensor": Tensor, "_draw_mask": _draw_mask, "unbroadcast": autodiff.unbroadcast, "_Stale": _Stale,
+        self.ns = {"np": np, "Tensor": Tensor, "_draw_mask": _draw_mask, "unbroadcast": autodiff.unbroadcast,
+                   "_Stale": _Stale,
                    "_store_grad": autodiff._store_grad}
         self.names = {}
 
@@ -902,7 +903,9 @@ def _gname(v):
 def _edge_lines(node, i, src, how, w):
     g = f"g_{node.value.name}"
     comment = f"# d/d {_expr(src, w) if src.kind != 'node' else '%' + str(src.node.k)} " \
-              f"by {node.op.name} %{node.k} input {i}" + (f" | {node.scope!r}" if node.scope is not None and repr(node.scope) != "<root>" else "")
+              f"by {node.op.name} %{node.k} input {i}"
+    if node.scope is not None and repr(node.scope) != "<root>":
+        comment += f" | {node.scope!r}"
     acc_target = f"g_{_gname(src)}"
     kind = how["kind"]
     if how["inline_index"]:
@@ -934,7 +937,8 @@ def _edge_lines(node, i, src, how, w):
     elif how["spec"] is not None:
         e = how["spec"].format(g=g, ans=ans, **{f"a{j}": a for j, a in enumerate(args)})
     elif kind == "variadic":
-        e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({i}, {g}, {ans}, ({''.join(a + ', ' for a in args)}){params})"
+        inputs = "".join(a + ", " for a in args)
+        e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({i}, {g}, {ans}, ({inputs}){params})"
     else:
         e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({g}, {ans}, {', '.join(args)}{params})"
     if how["ub"]:
@@ -1083,7 +1087,7 @@ class Compiled:
         return self._trace(entry, args, kwargs)
 
     def _trace(self, entry, args, kwargs):
-        result, tr = _trace(self.fn, args, kwargs, None)
+        result, tr = _trace(self.fn, args, kwargs)
         self.traces += 1
         self.traces_since_replay += 1
         if self.traces_since_replay > 2 * self.cache_size:
@@ -1135,7 +1139,7 @@ class Compiled:
         for k, g in rngs.items():          # eager draws the masks the replay drew
             g.bit_generator.state = states[k]
         values = _interpret_forward(tr_old, _arrays(args), {k: _generator_at(g, states[k]) for k, g in rngs.items()})
-        result, tr = _trace(self.fn, args, kwargs, None)
+        result, tr = _trace(self.fn, args, kwargs)
         diff = _diff(tr_old, tr, values)
         if diff is None:
             for t, r in zip(leaves, replay):

@@ -93,7 +93,8 @@ def test_unary_primitives(name):
 BINARY = {
     "add": tg.add, "sub": tg.sub, "mul": tg.mul, "div": lambda a, b: a / (b * b + 1), "maximum": tg.maximum,
     "minimum": tg.minimum, "pow": lambda a, b: (a * a + 1) ** b, "where": lambda a, b: tg.where(a > b, a, b * 3),
-    "matmul": lambda a, b: a @ b.T, "mse": lambda a, b: tg.mse_loss(a, tg.broadcast_to(b, (3, 4)), reduction="none") + tg.mse_loss(a, a * b),
+    "matmul": lambda a, b: a @ b.T,
+    "mse": lambda a, b: tg.mse_loss(a, tg.broadcast_to(b, (3, 4)), reduction="none") + tg.mse_loss(a, a * b),
 }
 
 
