@@ -4,7 +4,7 @@ import numpy as np
 from .errors import DTypeError, InvalidValueError, ShapeError
 from . import tape as _tape
 from .op import defop, guarded
-from .ops import abs, exp, log, log_softmax, minimum, one_hot, softplus, take_along_axis, where
+from .ops import abs, exp, log, log_softmax, minimum, softplus, take_along_axis, where
 from .tape import describe_scope
 from .tensor import Tensor
 
@@ -48,7 +48,8 @@ def cross_entropy(logits, targets, reduction="mean", weight=None):
 
     weight: optional per-element weights or 0/1 mask of the targets' shape; with "mean" the result
     is sum(weight * loss) / sum(weight), so padded positions can be masked out.
-    Stable for large logits (log-softmax subtracts the max).
+    Stable for large logits (log-softmax subtracts the max); a logit of -inf (a masked class) is allowed
+    for classes that are not the target.
     """
     shape = np.shape(_data(logits))
     t = np.asarray(_data(targets))
@@ -62,7 +63,8 @@ def cross_entropy(logits, targets, reduction="mean", weight=None):
         raise ShapeError(f"cross_entropy: targets must lie in [0, {classes}) for logits {shape}, "
                          f"got values in [{t.min()}, {t.max()}]")
     dtype = _data(logits).dtype
-    losses = -(log_softmax(logits, -1) * one_hot(t, classes, dtype).data).sum(-1)
+    # the target's log-probability picked (not multiplied by a one-hot: a -inf masking logit times 0 is NaN)
+    losses = -take_along_axis(log_softmax(logits, -1), t[..., None], axis=-1).reshape(t.shape)
     if weight is None:
         return _reduce(losses, reduction, "cross_entropy")
     w = np.asarray(_data(weight), dtype=dtype)
