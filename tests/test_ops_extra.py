@@ -469,3 +469,11 @@ def test_layer_norm_options_and_errors():
         tg.nn.LayerNorm(0)
     y = ln(tg.tensor(np.full((2, 3), 7.0, np.float32)))          # a constant row: 0, no NaN
     np.testing.assert_array_equal(y.data, np.zeros((2, 3)))
+
+
+def test_cross_entropy_allows_minus_inf_on_other_classes():
+    z = tg.tensor(np.array([[0.0, -np.inf, 1.0]]), requires_grad=True)
+    loss = tg.cross_entropy(z, np.array([0]))
+    np.testing.assert_allclose(loss.data, np.log1p(np.e))           # was NaN: -inf times a one-hot 0
+    loss.backward()
+    np.testing.assert_allclose(z.grad, [[1 / (1 + np.e) - 1, 0.0, np.e / (1 + np.e)]])
