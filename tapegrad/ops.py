@@ -804,4 +804,12 @@ for _f in [exp, log, sqrt, tanh, sigmoid, relu, abs, clip, log1p, expm1, sin, co
            broadcast_to, astype, repeat]:
     setattr(Tensor, _f.__name__, _f)
 Tensor.T = property(lambda self: transpose(self))
-Tensor.mT = property(lambda self: _transpose(self, axes=tuple(range(self.ndim - 2)) + (self.ndim - 1, self.ndim - 2)))
+
+
+def _matrix_transpose(self):
+    if self.ndim < 2:
+        raise ShapeError(f"mT: swaps the last two axes, so it needs at least 2, got shape {self.shape}")
+    return _transpose(self, axes=tuple(range(self.ndim - 2)) + (self.ndim - 1, self.ndim - 2))
+
+
+Tensor.mT = property(_matrix_transpose)

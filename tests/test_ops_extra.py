@@ -477,3 +477,9 @@ def test_cross_entropy_allows_minus_inf_on_other_classes():
     np.testing.assert_allclose(loss.data, np.log1p(np.e))           # was NaN: -inf times a one-hot 0
     loss.backward()
     np.testing.assert_allclose(z.grad, [[1 / (1 + np.e) - 1, 0.0, np.e / (1 + np.e)]])
+
+
+def test_mT_of_fewer_than_two_axes_says_so():
+    with pytest.raises(tg.ShapeError, match="at least 2"):
+        tg.tensor(np.ones(3)).mT
+    assert leaf((2, 3, 4)).mT.shape == (2, 4, 3)
