@@ -85,8 +85,9 @@ def _backends():
 
 def report() -> str:
     """The text `python -m tapegrad` prints."""
-    from . import __version__
     import numpy
+
+    from . import __version__
     lines = [f"tapegrad {__version__} (python {sys.version.split()[0]}, numpy {numpy.__version__}, "
              f"{os.path.dirname(os.path.abspath(__file__))})", "", "render backends (tapegrad.viz.render):"]
     found = _backends()

@@ -14,6 +14,8 @@ from . import tape as _tape
 from .errors import AnomalyError
 from .tape import describe_scope
 
+__all__ = ["detect_anomaly", "where_recorded", "recorded_at", "check_forward", "check_backward", "check_saved"]
+
 
 @contextmanager
 def detect_anomaly():

@@ -23,11 +23,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .autodiff import grad
+from .errors import ArgumentError, InvalidValueError
 from .gradcheck import _evaluate, bind, central_differences, format_table, relative_error
 from .op import apply
 from .tape import Record, Tape, enable_grad
 from .tensor import Tensor
-from .errors import ArgumentError, InvalidValueError
 
 __all__ = ["compare", "sweep", "eps_sweep", "band", "KINKS", "CompareReport", "ParamCheck", "StepCheck",
            "SweepReport", "OpCheck", "EpsSweep", "EpsRow"]
@@ -216,7 +216,8 @@ class CompareReport:
     def _repr_html_(self):
         def table(h, rows):
             th = "".join(f"<th>{html.escape(c, quote=False)}</th>" for c in h)
-            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c, quote=False)}</td>" for c in r) + "</tr>" for r in rows)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c, quote=False)}</td>" for c in r) + "</tr>"
+                          for r in rows)
             return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
         notes = "".join(f"<p><i>{html.escape(n, quote=False)}</i></p>" for n in self.notes)
         summary = "".join(f"<p><b>{html.escape(line, quote=False)}</b></p>" for line in self._summary())
@@ -347,7 +348,8 @@ def _named(params):
         raise ArgumentError(f"compare: params must be a non-empty dict name -> Tensor or a Module, got {_what(params)}")
     for name, p in params.items():
         if not isinstance(p, Tensor) or not p.requires_grad or not p.is_leaf:
-            raise ArgumentError(f"compare: params[{name!r}] must be a leaf Tensor with requires_grad=True, got {_what(p)}")
+            raise ArgumentError(f"compare: params[{name!r}] must be a leaf Tensor with requires_grad=True, "
+                                f"got {_what(p)}")
     return params
 
 
@@ -370,7 +372,8 @@ def _split_hand(hand, params, per_step):
     if hand is None:
         return {}, {}, set()
     if not isinstance(hand, dict):
-        raise ArgumentError(f"compare: hand must be a dict name -> array or a function returning one, got {_what(hand)}")
+        raise ArgumentError("compare: hand must be a dict name -> array or a function returning one, "
+                            f"got {_what(hand)}")
     totals, steps, transposed = {}, {}, set()
     for key, value in hand.items():
         if key.endswith(STEPS):
@@ -407,8 +410,8 @@ def _find_states(tape, name):
             t = rec.scope.step if rec.scope is not None else None
             if t is None or t in found:
                 where = "outside any step" if t is None else f"twice at t = {t}"
-                raise InvalidValueError(f"compare: hand[{name + STEPS!r}] needs one tensor named {name!r} per step inside "
-                                 f"`scope(t=...)`; found one {where}")
+                raise InvalidValueError(f"compare: hand[{name + STEPS!r}] needs one tensor named {name!r} per step "
+                                        f"inside `scope(t=...)`; found one {where}")
             found[t] = out
     if not found:
         raise InvalidValueError(f"compare: hand[{name + STEPS!r}] given but no recorded tensor is named {name!r}: set "
@@ -609,7 +612,8 @@ def _step_check(name, hand, tape, context=None):
     ref = {t: tape.get(t, np.zeros_like(hand[t])) for t in steps}
     for t in steps:
         if hand[t].shape != ref[t].shape:
-            raise InvalidValueError(f"compare: hand[{name!r}][{t}] has shape {hand[t].shape} but the tape's is {ref[t].shape}")
+            raise InvalidValueError(f"compare: hand[{name!r}][{t}] has shape {hand[t].shape} but the tape's is "
+                                    f"{ref[t].shape}")
     floor = _exact_floor(*hand.values(), *ref.values())
     rel = {t: float(np.max(relative_error(hand[t], ref[t], floor), initial=0)) for t in steps}
     first = next((t for t in reversed(steps) if band(rel[t]) not in GOOD), None)
@@ -639,14 +643,14 @@ def _diagnose_steps(base, hand, ref, tape, first, floor, context):
     # time shift: the operand of step t +- 1 in step t's product (h_t where h_{t-1} belongs)
     for s in (1, -1):
         where = [t for t in steps if t in uses and t + s in uses]
-        if len(where) >= max(1, len(steps) - 1) and holds(lambda t: uses[t].contribution(A=uses[t + s].A), where):
+        if len(where) >= max(1, len(steps) - 1) and holds(lambda t, s=s: uses[t].contribution(A=uses[t + s].A), where):
             what = "h_t where h_(t-1) belongs" if s == 1 else "h_(t-2) where h_(t-1) belongs"
             return (f"off by one in time: hand's step t multiplies by the operand of step t{s:+d} ({what} in a "
                     "recurrent weight's product)")
     # the whole contribution shifted by a step
     for s in (-1, 1):
         where = [t for t in steps if t + s in tape]
-        if where and holds(lambda t: tape[t + s], where):
+        if where and holds(lambda t, s=s: tape[t + s], where):
             return f"hand's step t is the tape's step t{s:+d} (off by one in time)"
     # missing tanh derivative (1 - h^2) at the first divergent step
     u = uses.get(first)

@@ -17,7 +17,6 @@ from .errors import ArgumentError, InvalidValueError, TapegradError
 from .tape import enable_grad, no_grad
 from .tensor import Tensor
 
-
 __all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "GradcheckReport", "InputCheck", "relative_error",
            "central_differences", "format_table", "bind"]
 
@@ -120,7 +119,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
         name = x.name or f"input {pos}"
         if m == "full":
             numeric = _numeric_full(scalar, x, eps)
-            rows.append(_compare(name, x.shape, a.ravel(), numeric, atol, rtol, lambda i: np.unravel_index(i, x.shape)))
+            rows.append(_compare(name, x.shape, a.ravel(), numeric, atol, rtol,
+                                 lambda i, shape=x.shape: np.unravel_index(i, shape)))
         else:
             dirs = rng.standard_normal((n_directions,) + x.shape)
             numeric = np.array([_directional(scalar, x, v, eps) for v in dirs])
@@ -229,8 +229,10 @@ def _compare(name, shape, analytic, numeric, atol, rtol, where):
     worst = int(np.argmax(excess)) if excess.size else 0
     ok = bool(excess.size == 0 or (np.all(excess <= 1) and not bad.any()))
     return InputCheck(name, tuple(shape), int(analytic.size), float(np.max(diff, initial=0)),
-                      float(np.max(rel, initial=0)), tuple(int(i) if not isinstance(i, str) else i for i in where(worst)),
-                      float(numeric[worst]) if numeric.size else 0.0, float(analytic[worst]) if analytic.size else 0.0, ok)
+                      float(np.max(rel, initial=0)),
+                      tuple(int(i) if not isinstance(i, str) else i for i in where(worst)),
+                      float(numeric[worst]) if numeric.size else 0.0,
+                      float(analytic[worst]) if analytic.size else 0.0, ok)
 
 
 def relative_error(a, b, floor=0.0):

@@ -30,7 +30,7 @@ class Optimizer:
     A subclass sets `state_names` (or overrides `_state_names`), validates its hyper-parameters in `_check_hyper`
     and implements `_update(p, g, state, **hyper)`, which changes the array `p` in place from its gradient `g`.
     """
-    state_names = ()
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, params, **hyper):
         self.params = _param_list(params, type(self).__name__)

@@ -33,7 +33,7 @@ _SCALARS = (bool, int, float, str, type(None))
 def save(obj: object, path: str | os.PathLike) -> None:
     """Write `obj` (a state dict; see the module docstring for what it may hold) to `path` atomically."""
     path = os.fspath(path)
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     tree = _encode(obj, None, arrays, path)
     arrays[_TREE_ENTRY] = np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8)
     arrays[_VERSION_ENTRY] = np.array(FORMAT_VERSION, dtype=np.int64)

@@ -8,17 +8,17 @@
 float64 parameters, and the hand-derived gradients of `tapegrad.reference` in `compare`'s `hand`
 format. It is a known-good derivation to hold one's own against.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from . import reference
 from .check import compare
+from .errors import InvalidValueError
 from .ops import sigmoid, tanh
 from .tape import scope
 from .tensor import Tensor
-from .errors import InvalidValueError
 
 __all__ = ["assert_grads_match", "reference_case", "ReferenceCase", "hand_from_reference"]
 

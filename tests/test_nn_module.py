@@ -109,7 +109,7 @@ def test_state_dict_round_trip():
     state["scale"][...] = 5                                   # a copy: the model is untouched
     assert a.scale.data[0] == 1
     b.load_state_dict(a.state_dict())
-    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+    for (_n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(p.data, q.data)
     ids = np.array([[1, 2, 3]])
     np.testing.assert_array_equal(a(ids).data, b(ids).data)

@@ -343,7 +343,8 @@ def test_clipping_bad_input():
 def test_repr_shows_hyper_parameters_and_counts():
     params = [tg.tensor(np.zeros((3, 4)), requires_grad=True), tg.tensor(np.zeros(4), requires_grad=True)]
     opt = Adam(params, lr=0.01)
-    assert repr(opt) == "Adam(lr=0.01, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0; 2 parameters, 16 values, 0 steps)"
+    assert repr(opt) == ("Adam(lr=0.01, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0; "
+                         "2 parameters, 16 values, 0 steps)")
     assert repr(SGD(params[:1], lr=0.1)).endswith("; 1 parameter, 12 values, 0 steps)")
 
 

@@ -262,7 +262,7 @@ def test_sigkill_mid_save_keeps_a_loadable_checkpoint(tmp_path):
     tg.save({"i": 0, "w": np.zeros(2_000_000), "log": []}, path)
     rng = np.random.default_rng(1234)
     last, start = 0, time.monotonic()
-    for round_ in range(5):
+    for _round in range(5):
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(ROOT), str(path), str(last + 1)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = proc.stdout.readline()

@@ -475,7 +475,8 @@ def test_anomaly_names_the_steps_and_rows_of_a_nan_in_the_hoisted_input_projecti
     with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match=r"steps t = \[2, 4\] in batch rows \[1, 2\]"):
         tg.nn.unroll(cell, tg.tensor(xs.transpose(1, 0, 2).copy()), time_major=True)
     only_step_4 = np.where(np.arange(6)[None, :, None] == 2, 0.0, xs)            # segments of 2: steps 4..5
-    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match=r"steps 4..5 .* steps t = \[4\] in batch rows \[2\]"):
+    located = r"steps 4..5 .* steps t = \[4\] in batch rows \[2\]"
+    with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match=located):
         tg.nn.unroll(cell, tg.tensor(only_step_4), checkpoint_every=2)
     cell.W_x.data[0, 0] = np.inf
     with tg.detect_anomaly(), pytest.raises(tg.AnomalyError, match="xs is finite; the non-finite values are in W_x"):

@@ -29,11 +29,13 @@ from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter, shape_of
 
+__all__ = ["RecurrentCell", "RNNCell", "LSTMCell", "GRUCell"]
+
 
 class RecurrentCell(Module):
     """Base of the built-in cells: fused weights W_x, W_h, b of `gates` blocks (see the module docstring)."""
     gates = 1
-    state_names = ("h",)
+    state_names: tuple[str, ...] = ("h",)
 
     def __init__(self, input_size, hidden_size, dtype=None, rng=None, name=None):
         super().__init__(name)
@@ -200,8 +202,8 @@ class GRUCell(RecurrentCell):
 
     def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         if not self.reset_after:
-            raise InvalidValueError("GRUCell.load_torch_weights: torch.nn.GRUCell applies the reset gate after the hidden "
-                             "matmul; build the cell with reset_after=True to load its weights")
+            raise InvalidValueError("GRUCell.load_torch_weights: torch.nn.GRUCell applies the reset gate after the "
+                                    "hidden matmul; build the cell with reset_after=True to load its weights")
         super().load_torch_weights(weight_ih, weight_hh, bias_ih, bias_hh)
 
     def _load_torch_biases(self, bias_ih, bias_hh):

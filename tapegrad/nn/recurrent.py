@@ -13,9 +13,9 @@ import numbers
 import numpy as np
 
 from .. import tape as _tape
+from ..checkpoint import checkpoint
 from ..errors import AnomalyError, DTypeError, InvalidValueError, ShapeError
 from ..ops import concat, stack, where
-from ..checkpoint import checkpoint
 from ..tape import scope
 from ..tensor import Tensor
 from .cells import RecurrentCell
@@ -68,7 +68,7 @@ def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, 
                 if active is not None and not active[:, t].all():
                     mask = active[:, t:t + 1]                     # (batch, 1)
                     out = where(mask, out, 0)
-                    new = _map(lambda a, b: where(mask, a, b), new, state)
+                    new = _map(lambda a, b, mask=mask: where(mask, a, b), new, state)
             outputs.append(out)
             state = new
         return stack(outputs, axis=time_axis), state
@@ -116,7 +116,8 @@ def _locate_non_finite(cell, xs, steps, time_major):
 
 def _listed(values, limit=12):
     shown = ", ".join(map(str, values[:limit]))
-    return f"[{shown}{', ...' if len(values) > limit else ''}]" + (f" ({len(values)} in all)" if len(values) > limit else "")
+    more = len(values) > limit
+    return f"[{shown}{', ...' if more else ''}]" + (f" ({len(values)} in all)" if more else "")
 
 
 def _segment(xs, steps, time_first):

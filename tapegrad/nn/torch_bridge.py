@@ -52,7 +52,8 @@ def torch_class(module: Module) -> str:
         extra = ", nonlinearity='relu'" if getattr(first, "nonlinearity", "tanh") == "relu" else ""
         return (f"{kind}({first.input_size}, {first.hidden_size}, num_layers={len(cells)}{extra}, batch_first=True"
                 + (", bidirectional=True)" if bidirectional else ")"))
-    raise InvalidValueError(f"{type(module).__name__} has no single torch.nn counterpart; its sub-modules map one by one")
+    raise InvalidValueError(f"{type(module).__name__} has no single torch.nn counterpart; its sub-modules map "
+                            "one by one")
 
 
 def to_torch_state_dict(module: Module) -> dict:
@@ -64,8 +65,8 @@ def load_torch_state_dict(module: Module, state: dict) -> None:
     """Copy a torch state dict (numpy arrays, or anything np.asarray takes, e.g. CPU tensors' `.numpy()`) into
     `module`, in place. Every key and shape is checked before anything changes."""
     arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in state.items()}
-    plan = []                      # (parameter, new array)
-    problems = []
+    plan: list[tuple[Parameter, np.ndarray]] = []          # (parameter, new array)
+    problems: list[str] = []
     _plan(module, "", arrays, plan, problems)
     expected = set(_export(module, ""))
     problems += [f"unexpected: {k} {arrays[k].shape}" for k in arrays if k not in expected]
