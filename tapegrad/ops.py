@@ -281,7 +281,9 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _einsum_forward(*xs, subscripts):
-    return np.einsum(subscripts, *xs, optimize=len(xs) > 2)
+    # numpy's path search (BLAS where it can) pays for itself from about 4096 entries or 3 operands on
+    optimize = len(xs) > 2 or builtins.sum(np.size(x) for x in xs) > 4096
+    return np.einsum(subscripts, *xs, optimize=optimize)
 
 
 def _einsum_vjp(i, g, ans, xs, subscripts):

@@ -483,3 +483,9 @@ def test_mT_of_fewer_than_two_axes_says_so():
     with pytest.raises(tg.ShapeError, match="at least 2"):
         tg.tensor(np.ones(3)).mT
     assert leaf((2, 3, 4)).mT.shape == (2, 4, 3)
+
+
+def test_einsum_large_operands_take_the_optimized_path():
+    a, b = leaf((3, 40, 50)), leaf((3, 50, 20))          # over 4096 entries: numpy's optimized contraction
+    np.testing.assert_allclose(tg.einsum("bij,bjk->bik", a, b).data, a.data @ b.data, rtol=1e-12)
+    assert tg.gradcheck(lambda a, b: tg.einsum("bij,bjk->bik", a, b), [a, b], mode="random").ok
