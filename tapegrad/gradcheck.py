@@ -80,6 +80,8 @@ def bind(fn, tensors, caller="gradcheck"):
         return fn
     if required <= n and (varargs or len(kinds) >= n):
         return lambda: fn(*tensors)
+    if required == 0:                         # only optional arguments, fewer than the tensors: call it bare
+        return fn
     raise ArgumentError(f"{caller}: the function takes {required} required positional argument"
                         f"{'s' * (required != 1)} {_signature(fn, sig)}, but there are {n} tensors to check; "
                         f"write it as `lambda {', '.join(f'p{i}' for i in range(n)) or ''}: ...` (the tensors in "

@@ -283,3 +283,9 @@ def test_tape_module_and_tensor_render_as_tables():
     tpage = notebook.tensor_html(out)
     assert "<td>shape</td><td>(1, 2, 3)</td>" in tpage and "stack" in tpage
     assert "| requires_grad | True |" in notebook.tensor_markdown(out)
+
+
+def test_a_function_with_only_optional_arguments_is_called_bare():
+    def loss(scale=1.0):
+        return tg.tanh(h @ W).sum() * scale
+    assert check.compare(loss, {"W": W, "h": h}).ok
