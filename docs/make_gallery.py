@@ -92,6 +92,62 @@ def long_sequence(cell, T, rng):
     return loss, tape
 
 
+# -- ordinary user code: the loops people write ------------------------------------------------------
+
+def demo_loss(T, rng):
+    """`tapegrad.demo.rnn_loss`: weights as named tensors, numpy inputs, `loss = loss + l_t` in the loop."""
+    from tapegrad import demo
+
+    params = demo.init_params(rng, H, np.float32)
+    xs = rng.standard_normal((1, T, 1)).astype(np.float32)          # plain numpy arrays, not tensors
+    ys = rng.standard_normal((1, T, 1)).astype(np.float32)
+    return demo.rnn_loss(params, xs, ys)
+
+
+KEEP = []                                     # the modules of the hand loops stay alive while they are drawn
+
+
+def hand_loop(T, rng, name=True):
+    """A cell and a readout called directly in a hand loop (no parent Module), numpy inputs, a running loss."""
+    cell = nn.RNNCell(D, H, rng=rng, name="cell" if name else None)
+    head = nn.Linear(H, 1, rng=rng, name="head" if name else None)
+    KEEP.extend([cell, head])
+    h, loss = None, 0.0
+    for t in range(T):
+        x = rng.standard_normal((1, D)).astype(np.float32)
+        with tg.scope(t=t):
+            out, h = cell(x, h)
+            loss = loss + tg.mse_loss(head(out), np.ones((1, 1), np.float32))
+    return loss
+
+
+def textbook(T, rng):
+    """Goodfellow et al. Fig 10.3: h_t = tanh(W_xh x_t + W_hh h_t-1 + b), o_t = W_hy h_t, a loss per step."""
+    p = lambda name, *shape: tg.tensor(0.5 * rng.standard_normal(shape), dtype=np.float32,  # noqa: E731
+                                       requires_grad=True, name=name)
+    W_xh, W_hh, b, W_hy = p("W_xh", D, H), p("W_hh", H, H), p("b", H), p("W_hy", H, 1)
+    h, loss = np.zeros((1, H), np.float32), 0.0
+    for t in range(T):
+        x = tg.tensor(rng.standard_normal((1, D)), dtype=np.float32, name="x")
+        with tg.scope(t=t):
+            with tg.scope("cell"):
+                h = tg.tanh(x @ W_xh + h @ W_hh + b)
+                h.name = "h"
+            with tg.scope("out"):
+                o = h @ W_hy
+            loss = loss + tg.mse_loss(o, np.ones((1, 1), np.float32))
+    return loss
+
+
+def sweeps(rng):
+    """The reverse sweep of an Elman RNN and an LSTM, T = 8, loss on the last state: one frame per step."""
+    for name, cell in (("rnn", nn.RNNCell(4, 16, rng=rng)), ("lstm", nn.LSTMCell(4, 16, forget_bias=3.0, rng=rng))):
+        KEEP.append(cell)
+        _, state = nn.unroll(cell, sequence(8, rng, d=4, scale=2.0))
+        h = state[0] if isinstance(state, tuple) else state
+        print(*viz.animate_backward((h * h).sum(), OUT / f"backward_{name}.svg", png=True)[1], sep="\n")
+
+
 def main():
     OUT.mkdir(exist_ok=True)
     rng = lambda: np.random.default_rng(0)        # noqa: E731  each figure starts from the same seed
@@ -104,6 +160,14 @@ def main():
         "stacked_lstm": (stacked_lstm(4, rng()), dict(detail="cells")),
         "bidirectional_rnn": (bidirectional_rnn(4, rng()), dict(detail="cells")),
         "encoder_decoder": (encoder_decoder(rng()), dict(detail="cells")),
+        "demo_ops": (demo_loss(4, rng()), {}),
+        "demo_cells": (demo_loss(4, rng()), dict(detail="cells")),
+        "hand_loop_cells": (hand_loop(4, rng()), dict(detail="cells")),
+        "hand_loop_unnamed": (hand_loop(4, rng(), name=False), dict(detail="cells")),
+        "textbook": (textbook(4, rng()), dict(detail="cells", weights="labels")),
+        "textbook_nodes": (textbook(4, rng()), dict(detail="cells", weights="nodes")),
+        "unfold": (textbook(4, rng()), dict(view="unfold", detail="cells")),
+        "elman_ops_nodes": (elman(4, rng()), dict(weights="nodes")),
     }
     flows = {}
     cells = {"rnn": lambda r: nn.RNNCell(4, 16, rng=r),
@@ -117,6 +181,7 @@ def main():
         for fmt in ("svg", "png"):
             print(viz.render(target, OUT / f"{name}.{fmt}", **options))
     plot_flows(flows)
+    sweeps(rng())
 
 
 def plot_flows(flows):

@@ -87,6 +87,11 @@ def parse(g):
     return clusters, nodes, edges
 
 
+def text(attrs):
+    """An edge's label text: its label, or its xlabel (state edges at cell detail are labelled beside the edge)."""
+    return attrs.get("label", attrs.get("xlabel", "")).strip('"')
+
+
 def visible(edges):
     return [e for e in edges if e[2].get("style") != "invis"]
 
@@ -114,7 +119,7 @@ def test_one_cluster_per_step_in_time_order():
 @pytest.mark.parametrize("detail", ["ops", "cells"])
 def test_each_parameter_once_outside_the_steps_with_an_edge_into_every_step(detail):
     T = 4
-    clusters, nodes, edges = parse(viz.draw(elman(T), detail=detail))
+    clusters, nodes, edges = parse(viz.draw(elman(T), detail=detail, weights="nodes"))
     inside = {i for c in clusters for i in c[2]}
     names = ["cell.W_xh", "cell.W_hh", "cell.b"]
     if detail == "ops":
@@ -131,17 +136,16 @@ def test_each_parameter_once_outside_the_steps_with_an_edge_into_every_step(deta
 
 
 def test_cells_view_draws_one_box_per_step_and_a_chain_of_state_edges():
-    clusters, nodes, edges = parse(viz.draw(lstm(5), detail="cells"))
+    clusters, nodes, edges = parse(viz.draw(lstm(5), detail="cells", weights="nodes"))
     cells = [i for i, (label, attrs) in nodes.items() if label == "cell"]
     assert len(cells) == 5 and len(step_clusters(clusters)) == 5
-    state = [(s, d, a["label"].strip('"')) for s, d, a in visible(edges) if a.get("label", "").startswith('"h') or
-             a.get("label", "").startswith('"c')]
+    state = [(s, d, text(a)) for s, d, a in visible(edges) if text(a).startswith(("h", "c"))]
     assert sorted(label for *_, label in state) == ["c (1, 3)"] * 4 + ["h (1, 3)"] * 4
     assert all(s in cells and d in cells for s, d, _ in state)
 
 
 def test_max_steps_keeps_first_and_last_and_elides_the_middle():
-    clusters, nodes, edges = parse(viz.draw(elman(8), max_steps=4))
+    clusters, nodes, edges = parse(viz.draw(elman(8), max_steps=4, weights="nodes"))
     assert [c[1] for c in step_clusters(clusters)] == ["t = 0", "t = 1", "t = 6", "t = 7"]
     elided = node_named(nodes, "… (4 steps)")
     w_hh = node_named(nodes, "cell.W_hh")
@@ -154,8 +158,8 @@ def test_max_steps_keeps_first_and_last_and_elides_the_middle():
 
 @pytest.mark.parametrize("model, T, label", [(elman, 4, "h ×4"), (lstm, 3, "h, c ×3")])
 def test_rolled_view_draws_the_cell_once_with_a_recurrent_self_edge(model, T, label):
-    clusters, nodes, edges = parse(viz.draw(model(T), view="rolled", detail="cells"))
-    loops = [(s, a["label"].strip('"')) for s, d, a in visible(edges) if s == d]
+    clusters, nodes, edges = parse(viz.draw(model(T), view="rolled", detail="cells", weights="nodes"))
+    loops = [(s, text(a)) for s, d, a in visible(edges) if s == d]
     assert [" ".join(text.split()) for _, text in loops] == [label]
     assert nodes[loops[0][0]][0] == "cell"
     assert [c[1] for c in clusters] == [f"t = 0 … {T - 1}"]
@@ -199,19 +203,19 @@ def encoder_decoder():
 
 
 def test_encoder_decoder_continues_the_row_and_hands_over_the_state():
-    clusters, nodes, edges = parse(viz.draw(encoder_decoder(), detail="cells"))
+    clusters, nodes, edges = parse(viz.draw(encoder_decoder(), detail="cells", weights="nodes"))
     labels = [c[1] for c in step_clusters(clusters)]
     assert labels == ["encoder:  t = 0", "t = 1", "t = 2", "t = 3", "decoder:  t = 0", "t = 1", "t = 2"]
     last_encoder, first_decoder = step_clusters(clusters)[3][2], step_clusters(clusters)[4][2]
     handover = [a for s, d, a in visible(edges) if s in last_encoder and d in first_decoder]
-    assert [a["label"].strip('"') for a in handover] == ["h (1, 3)"]
+    assert [text(a) for a in handover] == ["h (1, 3)"]
 
 
 def test_nn_stacked_and_bidirectional_read_as_rows_of_steps():
     rng = np.random.default_rng(0)
     xs = [tg.tensor(rng.standard_normal((1, 2)), dtype=np.float32, name="x") for _ in range(3)]
     stacked = nn.StackedRNN([nn.LSTMCell(2, H, rng=rng), nn.LSTMCell(H, H, rng=rng)], name="rnn")
-    clusters, nodes, _ = parse(viz.draw(stacked(xs)[0].sum(), detail="cells"))
+    clusters, nodes, _ = parse(viz.draw(stacked(xs)[0].sum(), detail="cells", weights="nodes"))
     assert [c[1] for c in step_clusters(clusters)] == ["rnn.layers.0:  t = 0", "t = 1", "t = 2",
                                                        "rnn.layers.1:  t = 0", "t = 1", "t = 2"]
     assert sorted(label for label, _ in nodes.values() if label in ("layers.0", "layers.1")) == \
@@ -295,8 +299,8 @@ def test_missing_backend_writes_the_dot_source_and_says_what_to_install(tmp_path
     monkeypatch.setattr(backends, "BACKENDS", ("no-such-layout-program",))
     with pytest.raises(RuntimeError) as err:
         viz.render(elman(2), tmp_path / "out" / "figure.png")
-    message = str(err.value)
-    assert "apt-get install graphviz" in message and "pip install" in message and "graphviz-pure" in message
+    message = str(err.value)      # what to install; graphviz-pure by name, installed or not (tests/test_backends.py)
+    assert "apt-get install graphviz" in message and "graphviz-pure" in message
     source = (tmp_path / "out" / "figure.dot").read_text()
     assert source.startswith("digraph") and "t = 1" in source
     monkeypatch.setattr(backends, "BACKENDS", ("graphviz-pure",))     # no PDF there, found or not
@@ -314,5 +318,5 @@ def test_tapegrad_imports_without_graphviz():
 
 
 def test_which_backend():
-    assert backends.available("svg") == [b for b in backends.BACKENDS if shutil.which(b)]
+    assert backends.available("svg") == [b for b in backends.BACKENDS if backends.locate(b)]   # PATH + scripts
     assert "graphviz-pure" not in backends.available("pdf")

@@ -5,12 +5,15 @@
     tapegrad.viz.draw(loss, view="rolled")             # the cell once, state as a self-edge ×T
     tapegrad.viz.render(loss, "bptt.svg", show_grads=True)
     tapegrad.viz.gradient_flow(loss)                   # ‖∂L/∂h_t‖ per time step
+    tapegrad.viz.draw(loss, view="unfold")             # rolled cell = unrolled steps, one figure
+    tapegrad.viz.animate_backward(loss, "sweep.svg")   # the reverse sweep, one frame per time step
 
 Needs the `graphviz` Python package (imported when drawing); files need the system Graphviz `dot`
 or the pip package `graphviz-pure`.
 """
+from .animate import animate_backward
 from .dot import draw
 from .flow import GradientFlow, gradient_flow
 from .backends import render
 
-__all__ = ["draw", "render", "gradient_flow", "GradientFlow"]
+__all__ = ["draw", "render", "gradient_flow", "GradientFlow", "animate_backward"]

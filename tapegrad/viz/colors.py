@@ -31,7 +31,7 @@ class LogScale:
     def font_color(self, norm):
         return "white" if self.bin(norm) >= _DARK else "black"
 
-    def legend(self):
+    def legend(self, note="white: no gradient kept"):
         """An HTML-like Graphviz label: the palette with its log-scale range and the no-gradient swatch."""
         mid = (self.lo + self.hi) / 2
         swatches = "".join(f'<TD BGCOLOR="{c}" WIDTH="22" HEIGHT="16"></TD>' for c in PALETTE)
@@ -41,8 +41,33 @@ class LogScale:
         return (f'<<TABLE BORDER="1" COLOR="#999999" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">'
                 f'<TR><TD COLSPAN="{n}"><B>‖∂L/∂·‖ (log scale)</B></TD></TR>'
                 f'<TR>{swatches}</TR><TR>{ticks}</TR>'
-                f'<TR><TD COLSPAN="{n}" ALIGN="LEFT">white: no gradient kept</TD></TR></TABLE>>')
+                f'<TR><TD COLSPAN="{n}" ALIGN="LEFT">{note}</TD></TR></TABLE>>')
 
 
 def _power(log10_value):
     return f"1e{round(log10_value):+d}" if abs(log10_value - round(log10_value)) < 0.05 else f"{10 ** log10_value:.1e}"
+
+
+def luminance(color):
+    """WCAG relative luminance of a #rrggbb colour."""
+    def channel(c):
+        c = c / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def contrast(a, b="#ffffff"):
+    """WCAG contrast ratio of two #rrggbb colours (1 to 21; text needs 4.5, large text and lines 3)."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def readable(color, on="#ffffff", ratio=4.5):
+    """`color`, darkened in steps until text in it reaches `ratio` against `on` (the hue is kept)."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    out = color
+    while contrast(out, on) < ratio:
+        r, g, b = (int(v * 0.85) for v in (r, g, b))
+        out = f"#{r:02x}{g:02x}{b:02x}"
+    return out

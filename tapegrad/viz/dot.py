@@ -1,10 +1,11 @@
 """Drawing: a Picture as a `graphviz.Digraph`, with the styles that make it readable on a slide."""
+import warnings
 from html import escape
 
-from .colors import NO_GRAD, LogScale
-from .graph import extract
-from .layout import levels, rows, sources_and_sinks, timeline
-from .views import build
+from .colors import NO_GRAD, LogScale, readable
+from .graph import Graph, extract
+from .layout import Slot, levels, rows, sources_and_sinks, timeline
+from .views import Box, build
 from ..errors import InvalidValueError
 
 FONT = "Helvetica"
@@ -17,6 +18,11 @@ STYLE = {                  # kind -> node attributes
     "cell": dict(shape="box", style="rounded,filled", fillcolor="#d6e4f5", color=STATE, penwidth="2",
                  fontsize="18", margin="0.25,0.12"),
     "elided": dict(shape="box", style="rounded,dashed", color="#777777", fontsize="16"),
+    "proxy": dict(shape="box", style="dashed,filled", fillcolor="#fdebd0", color=PARAM, penwidth="1.5",
+                  fontsize="13", margin="0.06,0.03"),
+    "equals": dict(shape="plaintext", fontsize="44"),
+    "sum": dict(shape="circle", style="filled", fillcolor="#eef3fb", color="#4a6fa5", penwidth="1.5",
+                fontsize="18", margin="0.02"),
 }
 HOLD = 4                   # parallel edges from an anchor to its step (see _unrolled)
 TIME = {"LR": ("BT", False), "RL": ("BT", True), "TB": ("LR", False), "BT": ("LR", True)}  # -> (rankdir, reversed)
@@ -24,34 +30,51 @@ EDGE = {
     "state": dict(color=STATE, fontcolor=STATE, penwidth="2.5", constraint="false", fontsize="14"),
     "param": dict(color=PARAM, penwidth="1", arrowsize="0.6", constraint="false"),
     "data": dict(color="#555555"),
+    "proxy": dict(color=PARAM, penwidth="1", arrowsize="0.6", style="dashed"),
 }
 
 
-def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True, show_grads=False, rankdir="LR"):
+def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True, show_grads=False, rankdir="LR",
+         weights=None, grad_scale=None):
     """The BPTT picture of a Tensor (what it depends on) or a Tape, as a `graphviz.Digraph`.
 
-    view: "unrolled" (one cluster per time step) or "rolled" (each cell once, state as a self-edge ×T).
+    view: "unrolled" (one cluster per time step), "rolled" (each cell once, state as a self-edge ×T)
+    or "unfold" (the rolled cell, "=", the unrolled steps, in one figure).
     detail: "ops" (every primitive) or "cells" (one box per cell call and step).
     max_steps: keep the first and last steps of longer sequences, elide the middle into one box.
     show_grads: after backward, colour nodes and state edges by ‖gradient‖ on a log scale.
     rankdir: the way time runs: "LR" (default), "RL", "TB" or "BT"; inside a step values flow
     upward (LR, RL) or rightward (TB, BT).
+    weights: how shared parameters are drawn: "labels" (the weight's name on each edge it acts on, no
+    parameter nodes; the default at cell detail), "proxies" (a dashed copy inside each step, one legend
+    entry; the default at op detail) or "nodes" (each once, with an edge into every step).
+    grad_scale: with show_grads, the `colors.LogScale` to colour by (an animation keeps one for all frames).
+    target may also be a `graph.Graph` already extracted (what `animate_backward` draws each frame from).
     """
     import graphviz
 
     if rankdir not in TIME:
         raise InvalidValueError(f"draw: rankdir must be one of {tuple(TIME)}, got {rankdir!r}")
-    if show_grads and view == "rolled":
+    if show_grads and view != "unrolled":
         raise InvalidValueError("draw: show_grads needs view='unrolled' (the rolled view merges the time steps)")
-    picture = build(extract(target), view, detail, max_steps)
-    scale = _scale(picture) if show_grads else None
+    graph = target if isinstance(target, Graph) else extract(target)
+    picture = build(graph, "unrolled" if view == "unfold" else view, detail, max_steps, weights)
+    folded = None
+    if view == "unfold":                        # the rolled cell from the same tape, left of the unrolled steps
+        folded = build(graph, "rolled", detail, None, weights)
+        for box in folded.boxes:
+            box.id = "f_" + box.id
+    scale = (grad_scale or _scale(picture)) if show_grads else None
     g = graphviz.Digraph(graph_attr=dict(rankdir=TIME[rankdir][0], newrank="true", fontname=FONT, fontsize="16",
                                          labelloc="b" if TIME[rankdir][0] == "BT" else "t",
-                                         nodesep="0.25", ranksep="0.3", pad="0.2"),
+                                         nodesep="0.45" if detail == "cells" else "0.25", ranksep="0.3", pad="0.2",
+                                         forcelabels="true"),
                          node_attr=dict(fontname=FONT, fontsize="14"),
                          edge_attr=dict(fontname=FONT, fontsize="12", arrowsize="0.8"))
     style = _Style(show_shapes, scale, detail == "ops")
     clustered = _by_cluster(picture.boxes)
+    if folded is not None:
+        clustered.setdefault(None, []).extend(b for b in folded.boxes if b.cluster is None)
     with g.subgraph() as s:                     # parameters: a row of their own, below everything
         s.attr(rank="min")
         for box in clustered.get(None, ()):
@@ -64,15 +87,18 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
         for run in picture.runs:
             _rolled(g, picture, run, clustered, style)
     else:
-        _unrolled(g, picture, clustered, style, TIME[rankdir][1])
-    for arrow in picture.arrows:
+        _unrolled(g, picture, clustered, style, TIME[rankdir][1], folded)
+    for arrow in picture.arrows + (folded.arrows if folded is not None else []):
         style.edge(g, arrow, picture.detail)
+    if picture.shared:
+        g.node("weights", label=_shared_legend(picture.shared, show_shapes), shape="plain")
     if scale is not None:
-        g.node("legend", label=scale.legend(), shape="plain")
-    return g
+        g.node("legend", label=scale.legend(*([scale.note] if getattr(scale, "note", None) else [])), shape="plain")
+    from .display import as_picture          # displays inline in Jupyter through tapegrad's backends
+    return as_picture(g)
 
 
-def _unrolled(g, picture, clustered, style, backward):
+def _unrolled(g, picture, clustered, style, backward, folded=None):
     """Step clusters on their timelines, runs in rows, held in place by invisible anchors.
 
     Below each step sits an anchor; a row's anchors share a rank and are chained by flat edges, which
@@ -82,15 +108,29 @@ def _unrolled(g, picture, clustered, style, backward):
     on the tops of the steps below it.
     """
     slots = timeline(picture, clustered)
-    has_in, has_out = sources_and_sinks(picture.arrows)
+    has_in, has_out = sources_and_sinks(picture.arrows + (folded.arrows if folded is not None else []))
     level = levels(picture)
     for a in picture.arrows:                  # a part's level above the anchor is kept inside the step
         if a.kind != "state" and a.src.cluster == a.dst.cluster and a.src in level and a.dst in level:
             style.minlen[a] = max(1, level[a.dst] - level[a.src])
     several = len(picture.runs) > 1
     below = None
+    first = True
     for row in rows(picture.runs):
         line = [slot for index in row for slot in slots[index]]
+        if folded is not None and first:        # view="unfold": the rolled cell, "=", then the steps
+            inner = [b for b in folded.boxes if b.cluster is not None]
+            steps = picture.runs[0].steps
+            rolled = Slot("f_anchor", inner, "rolled")
+            equals = Slot("f_eq", [Box("f_equals", "equals", "=", None, None)], "equals")
+            with g.subgraph(name="cluster_f_anchor") as s:
+                s.attr(label=f"rolled:  t = {steps[0]} … {steps[-1]}", style="rounded,filled", fillcolor="#f6f6f6",
+                       color="#b0b0b0")
+                for box in inner:
+                    style.node(s, box)
+            g.node("f_equals", label="=", **STYLE["equals"])
+            line = [rolled, equals] + line
+        first = False
         for index in row:
             for i, slot in enumerate(slots[index]):
                 with g.subgraph(name=f"cluster_{slot.anchor}") as s:
@@ -133,13 +173,32 @@ def _rolled(g, picture, run, clustered, style):
             style.node(c, box)
 
 
+def _shared_legend(shared, show_shapes):
+    """The legend of the dashed per-step copies: one entry per shared weight."""
+    rows = "".join(f'<TR><TD BORDER="1" STYLE="dashed" COLOR="{PARAM}" BGCOLOR="#fdebd0">{escape(name)}</TD>'
+                   f'<TD ALIGN="LEFT">{escape(_shape(shape)) if show_shapes and shape is not None else ""}</TD></TR>'
+                   for name, shape in shared)
+    return (f'<<TABLE BORDER="1" COLOR="#999999" CELLBORDER="0" CELLSPACING="4" CELLPADDING="3">'
+            f'<TR><TD COLSPAN="2"><B>shared weights</B></TD></TR>{rows}'
+            f'<TR><TD COLSPAN="2" ALIGN="LEFT">dashed: the same tensor, drawn in every step</TD></TR></TABLE>>')
+
+
 def _scale(picture):
+    """The colour scale of show_grads; an error when no gradient was kept, a warning when only the
+    parameters' were (backward ran, but the states' gradients were not retained)."""
     norms = [b.grad for b in picture.boxes if b.grad is not None]
     norms += [a.grad for a in picture.arrows if a.grad is not None]
+    states = sorted({name for run in picture.runs for name in run.states.values()})
+    looked = (f"∂L/∂{', ∂L/∂'.join(states)} at each step" if states else "the gradients of the recorded values")
+    how = ("run the forward inside `with tapegrad.Tape(retain_grads=True) as tape:` and keep `tape` (or call "
+           "`.retain_grad()` on the states), then call backward")
     if not norms:
-        raise InvalidValueError("draw: show_grads=True but no gradient was found; call backward first, and run the "
-                         "forward inside `with tapegrad.Tape(retain_grads=True) as tape:` (keeping `tape`) to "
-                         "keep the gradients of intermediate values")
+        raise InvalidValueError(f"draw: show_grads=True but no gradient was found (looked for {looked} and the "
+                                f"parameters' .grad); {how}")
+    inner = [b for b in picture.boxes if b.kind not in ("param", "proxy") and b.grad is not None]
+    if not inner and not any(a.grad is not None for a in picture.arrows):
+        warnings.warn(f"draw: show_grads=True but only the parameters have gradients; {looked} were not kept, so "
+                      f"the steps are drawn white. To see them: {how}", UserWarning, stacklevel=3)
     return LogScale(norms)
 
 
@@ -161,7 +220,7 @@ class _Style:
         attrs = dict(STYLE[box.kind])
         if box.is_target:
             attrs["peripheries"] = "2"
-        if self.scale is not None and box.kind != "elided":
+        if self.scale is not None and box.kind not in ("elided", "sum"):
             if box.grad is None:
                 attrs.update(fillcolor=NO_GRAD, color="#999999")
             else:
@@ -170,8 +229,14 @@ class _Style:
 
     def label(self, box):
         title = escape(box.title)
-        if box.kind in ("param", "cell"):
+        if box.kind in ("param", "cell", "proxy"):
             title = f"<B>{title}</B>"
+        if box.extra:                               # weights="labels": the parameters no edge names
+            on_dark = self.scale is not None and box.grad is not None and self.scale.font_color(box.grad) == "white"
+            title += (f'<BR/><FONT POINT-SIZE="12" COLOR="{"white" if on_dark else PARAM}">'
+                      f'+ {escape(", ".join(box.extra))}</FONT>')
+        if box.kind == "proxy":                     # the legend has the shape
+            return f"<{title}>"
         if self.show_shapes and box.shape is not None:
             title += f'<BR/><FONT POINT-SIZE="11">{escape(_shape(box.shape))}</FONT>'
         if box.rows:                                # a module's parameters, one per line
@@ -187,9 +252,19 @@ class _Style:
         if arrow.label:
             shape = self.show_shapes and detail == "cells" and arrow.shape is not None
             attrs["label"] = arrow.label + (" " + _shape(arrow.shape) if shape else "")
+        if arrow.weight:                            # weights="labels": the weight acting on the edge
+            text = f'<FONT COLOR="{PARAM}"><B>{escape(arrow.weight)}</B></FONT>'
+            if arrow.label:
+                text += f'<BR/>{escape(attrs["label"])}'
+            attrs["label"] = f"<{text}>"
         if self.scale is not None and arrow.kind == "state" and arrow.grad is not None:
-            attrs["color"] = attrs["fontcolor"] = self.scale.color(arrow.grad)
+            attrs["color"] = self.scale.color(arrow.grad)
+            attrs["fontcolor"] = readable(attrs["color"])      # pale yellow text on white is unreadable
             attrs["penwidth"] = "3.5"
+        elif self.scale is not None and arrow.kind == "state":     # no gradient (yet): grey, not blue
+            attrs["color"] = attrs["fontcolor"] = "#8c8c8c"
+        if arrow.kind == "state" and "label" in attrs and not self.reverse_state:
+            attrs["xlabel"] = attrs.pop("label")    # placed after layout, clear of the edge
         if (self.reverse_state and arrow.kind == "state" and arrow.src is not arrow.dst
                 and "elided" not in (arrow.src.kind, arrow.dst.kind)):
             # h_t leaves the top of its step for the bottom of the next: laid out as an edge from the
