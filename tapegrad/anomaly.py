@@ -6,6 +6,7 @@
 """
 import traceback
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -18,7 +19,7 @@ __all__ = ["detect_anomaly", "where_recorded", "recorded_at", "check_forward", "
 
 
 @contextmanager
-def detect_anomaly():
+def detect_anomaly() -> Iterator[None]:
     """Check every forward and backward value for NaN/Inf; records keep the stack that made them and a
     checksum of what they saved, so a saved array changed behind the tape's back is caught in backward."""
     before, _tape.ANOMALY = _tape.ANOMALY, True

@@ -17,8 +17,9 @@ flagged (not counted) when they cross a kink.
 """
 import html
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,7 +55,7 @@ KINKS = {
 }
 
 
-def band(rel):
+def band(rel: float) -> str:
     """The verdict band of a relative error: 'fine', 'ok', 'suspicious' or 'wrong' (NaN is wrong)."""
     for limit, name in BANDS:
         if rel < limit:
@@ -224,7 +225,8 @@ class CompareReport:
         return "".join(table(h, r) for h, r in self._tables()) + notes + summary
 
 
-def compare(loss_fn, params, hand=None, per_step=False, eps=1e-6) -> "CompareReport":
+def compare(loss_fn: Callable[..., Tensor], params: Any, hand: Any = None, per_step: bool = False,
+            eps: float = 1e-6) -> "CompareReport":
     """Compare central finite differences, the tape and hand-derived gradients of `loss_fn`.
 
     loss_fn:  a function of the parameters, `lambda U, W, b: ...` (called with the tensors of `params` in
@@ -775,7 +777,7 @@ class SweepReport:
     __repr__ = __str__
 
 
-def sweep(tape, eps=1e-6, seed=0):
+def sweep(tape: Tape, eps: float = 1e-6, seed: int = 0) -> "SweepReport":
     """Check each record's own derivative rule on its recorded inputs, in float64.
 
     For a record out = op(x_1..x_n), compares the rule's gradient of sum(out * w) (w random) for each
@@ -785,7 +787,8 @@ def sweep(tape, eps=1e-6, seed=0):
     Returns a `SweepReport` naming every primitive whose rule is wrong.
     """
     rng = np.random.default_rng(seed)
-    checked, skipped = {}, {}
+    checked: dict[str, list] = {}
+    skipped: dict[str, int] = {}
     for k, rec in enumerate(tape.records):
         positions = [i for i, p in enumerate(rec.parents) if p is not None and rec.fn.differentiable(i)]
         if not positions:
@@ -859,7 +862,8 @@ class EpsSweep:
     __repr__ = __str__
 
 
-def eps_sweep(loss_fn, param, index, eps=None, params=None) -> "EpsSweep":
+def eps_sweep(loss_fn: Callable[..., Tensor], param: Tensor, index: Any, eps: Any = None,
+              params: Any = None) -> "EpsSweep":
     """Tabulate the central difference of `loss_fn` in `param[index]` for each eps (default 1e-1 ... 1e-12).
 
     param: a leaf Tensor that loss_fn reads; index: a tuple (or flat int) into it. loss_fn follows

@@ -8,7 +8,9 @@ direction v compares <grad, v> with (f(x + eps v) - f(x - eps v)) / 2 eps).
 """
 import inspect
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +65,7 @@ class GradcheckReport:
     __repr__ = __str__
 
 
-def bind(fn, tensors, caller="gradcheck"):
+def bind(fn: Callable[..., Any], tensors: Sequence[Any], caller: str = "gradcheck") -> Callable[[], Any]:
     """`fn` as a function of no arguments, under the one calling convention of the verification functions
     (gradcheck, gradgradcheck, check.compare, check.eps_sweep, testing.assert_grads_match): a function that
     takes as many positional arguments as there are tensors is called with them, in order; a function of no
@@ -92,8 +94,9 @@ def _signature(fn, sig):
     return f"({', '.join(sig.parameters)})" if sig.parameters else "()"
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, mode="auto",
-              n_directions=16, seed=0):
+def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, raise_exception: bool = True, mode: str = "auto", n_directions: int = 16,
+              seed: int = 0) -> "GradcheckReport":
     """Compare d fn(*inputs) / d inputs from the tape with central finite differences.
 
     fn:     takes the inputs as positional arguments (`lambda W, h: ...`), or no arguments and reads the
@@ -134,7 +137,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
     return report
 
 
-def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, mode="auto", seed=0):
+def gradgradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float = 1e-6, atol: float = 1e-5,
+                  rtol: float = 1e-3, raise_exception: bool = True, mode: str = "auto",
+                  seed: int = 0) -> "GradcheckReport":
     """Check second derivatives: gradcheck of inputs -> <d fn / d inputs, v> for fixed random v."""
     inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, np.float64), True) for x in inputs]
     checked = [x for x in inputs if x.requires_grad]
@@ -237,7 +242,7 @@ def _compare(name, shape, analytic, numeric, atol, rtol, where):
                       float(analytic[worst]) if analytic.size else 0.0, ok)
 
 
-def relative_error(a, b, floor=0.0):
+def relative_error(a: Any, b: Any, floor: Any = 0.0) -> np.ndarray:
     """Elementwise |a - b| / max(|a|, |b|, floor); 0 where that denominator is 0 (both entries zero);
     inf where either entry is NaN or infinite, so a non-finite gradient never passes."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -249,7 +254,7 @@ def relative_error(a, b, floor=0.0):
     return rel
 
 
-def format_table(head, rows):
+def format_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain-text table of string cells: columns padded to their widest cell, a rule under the header."""
     lines = [tuple(head)] + [tuple(r) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]

@@ -64,19 +64,19 @@ class Optimizer:
             mark_written(p)
         self.step_count += 1
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's `.grad` to None (the next backward allocates it afresh)."""
         for p in self.params:
             p.grad = None
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """{"optimizer": class name, "hyper": {...}, "step_count": int, "state": [per-parameter dict, ...]};
         arrays are copies, so later steps do not change a state dict already taken."""
         return {"optimizer": type(self).__name__, "hyper": dict(self.hyper), "step_count": self.step_count,
                 "state": [{k: v.copy() if isinstance(v, np.ndarray) else v for k, v in s.items()}
                           for s in self.state]}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict) -> None:
         """Restore what `state_dict()` returned (arrays are copied in). Everything is checked before anything
         changes: a mismatch raises CheckpointError (structure), ShapeError or DTypeError and leaves this
         optimizer as it was."""

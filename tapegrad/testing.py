@@ -10,11 +10,12 @@ format. It is a known-good derivation to hold one's own against.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from . import reference
-from .check import compare
+from .check import CompareReport, compare
 from .errors import InvalidValueError
 from .ops import sigmoid, tanh
 from .tape import scope
@@ -23,7 +24,8 @@ from .tensor import Tensor
 __all__ = ["assert_grads_match", "reference_case", "ReferenceCase", "hand_from_reference"]
 
 
-def assert_grads_match(loss_fn, params, hand=None, per_step=False, eps=1e-6):
+def assert_grads_match(loss_fn: Callable[..., Tensor], params: Any, hand: Any = None, per_step: bool = False,
+                       eps: float = 1e-6) -> CompareReport:
     """Run `check.compare` and fail with its table as the message unless the report is ok.
 
     Arguments as for `tapegrad.check.compare`; returns the report when it passes.
@@ -66,7 +68,8 @@ class ReferenceCase:
     data: dict
 
 
-def reference_case(model, T=5, B=3, D=2, H=4, O=2, seed=0):
+def reference_case(model: str, T: int = 5, B: int = 3, D: int = 2, H: int = 4, O: int = 2,
+                   seed: int = 0) -> "ReferenceCase":
     """A `ReferenceCase` for model "elman_loss_fun", "elman_bptt", "lstm_bptt" or "gru_bptt".
 
     Shapes as in `tapegrad.reference`: batched models take xs (T, B, D), ys (T, B, O), h0 (B, H);

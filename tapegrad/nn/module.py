@@ -107,42 +107,42 @@ class Module:
         return " ".join([name, *where])
 
     # -- parameters -----------------------------------------------------------------------------
-    def named_parameters(self):
+    def named_parameters(self) -> list[tuple[str, "Parameter"]]:
         """[(dotted name, Parameter)] in assignment order, each parameter once (under its first name)."""
         return [(n, m) for n, m in _walk(self) if isinstance(m, Parameter)]
 
-    def parameters(self):
+    def parameters(self) -> list["Parameter"]:
         """The parameters, as a list (what an optimizer takes)."""
         return [m for _, m in _walk(self) if isinstance(m, Parameter)]
 
-    def num_parameters(self):
+    def num_parameters(self) -> int:
         return int(sum(p.size for p in self.parameters()))
 
-    def modules(self):
+    def modules(self) -> list["Module"]:
         """This module and every module below it, each once."""
         return [self] + [m for _, m in _walk(self) if isinstance(m, Module)]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Drop every parameter's `.grad` (the next backward starts from zero)."""
         for p in self.parameters():
             p.grad = None
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> "Module":
         """Set training mode (Dropout active) on this module and all below; returns self."""
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
 
-    def eval(self):
+    def eval(self) -> "Module":
         """Evaluation mode: `train(False)`."""
         return self.train(False)
 
     # -- state dicts ----------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """{dotted name: copy of the parameter's array}."""
         return {name: p.data.copy() for name, p in self.named_parameters()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         """Copy arrays into the parameters, in place. Names and shapes must match exactly; otherwise
         CheckpointError lists every missing, unexpected and mis-shaped entry and nothing is changed."""
         params = dict(self.named_parameters())

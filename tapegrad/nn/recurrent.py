@@ -9,6 +9,7 @@ The loop runs inside `tapegrad.scope(<the cell's name>)` and each step inside `t
 so every record knows its module and time step (`record.scope.path`, `record.scope.step`).
 """
 import numbers
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from .module import Module, shape_of
 __all__ = ["unroll", "detach_state", "lengths_array", "reverse_sequences", "StackedRNN", "Bidirectional"]
 
 
-def unroll(cell, xs, state=None, lengths=None, truncate=None, time_major=False, checkpoint_every=None):
+def unroll(cell: Any, xs: Any, state: Any = None, lengths: Any = None, truncate: int | None = None,
+           time_major: bool = False, checkpoint_every: int | None = None) -> tuple[Tensor, Any]:
     """Run `out, state = cell(x_t, state)` for t = 0 .. T-1; returns (outputs, final_state).
 
     cell:       a Module (or function) with the cell call convention.
@@ -128,7 +130,7 @@ def _segment(xs, steps, time_first):
     return xs[index] if time_first else xs[:, index]
 
 
-def detach_state(state):
+def detach_state(state: Any) -> Any:
     """The state cut from the graph (same values): a Tensor's `.detach()`, mapped over tuples and lists
     (h, (h, c), a list of per-layer states, ...); None and other values are returned as they are."""
     return _map(lambda s: s.detach() if isinstance(s, Tensor) else s, state)
