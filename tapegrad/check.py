@@ -647,8 +647,7 @@ def _diagnose_steps(base, hand, ref, tape, first, floor, context):
         where = [t for t in steps if t in uses and t + s in uses]
         if len(where) >= max(1, len(steps) - 1) and holds(lambda t, s=s: uses[t].contribution(A=uses[t + s].A), where):
             what = "h_t where h_(t-1) belongs" if s == 1 else "h_(t-2) where h_(t-1) belongs"
-            return (f"off by one in time: hand's step t multiplies by the operand of step t{s:+d} ({what} in a "
-                    "recurrent weight's product)")
+            return f"off by one in time: hand's product at step t uses the operand of step t{s:+d} ({what})"
     # the whole contribution shifted by a step
     for s in (-1, 1):
         where = [t for t in steps if t + s in tape]

@@ -64,8 +64,8 @@ STEP_DIAGNOSES = {
     "missing tanh' at one step": ({"U", "W"}, "at t = 2 hand leaves out tanh's derivative (1 - h^2)"),
     "gradient from h_{t+1} dropped": ({"U", "W", "h"}, "the recurrent term is missing: hand's dL/dh_t leaves out "
                                                        "the gradient from step t+1 through W"),
-    "state of the wrong step": ({"W"}, "off by one in time: hand's step t multiplies by the operand of step t+1 "
-                                       "(h_t where h_(t-1) belongs"),
+    "state of the wrong step": ({"W"}, "off by one in time: hand's product at step t uses the operand of step t+1 "
+                                       "(h_t where h_(t-1) belongs)"),
     "sign of W": ({"W"}, "at every step: hand = -tape (sign flipped)"),
     "factor 2 in W": ({"W"}, "at every step: hand = 2 x tape"),
 }
