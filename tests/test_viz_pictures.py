@@ -78,6 +78,23 @@ def test_running_loss_is_one_sum_not_a_state_edge():
     assert loops == [f"W_hh h ×{T}"]                               # not "h, c ×4"
 
 
+def test_running_loss_added_after_the_step_block_is_one_named_sum():
+    rng = np.random.default_rng(0)
+    W = tg.tensor(rng.standard_normal((H, H)), requires_grad=True, name="W_hh")
+    U = tg.tensor(rng.standard_normal((2, H)), requires_grad=True, name="W_xh")
+    h, loss = np.zeros((1, H)), 0
+    for t in range(4):
+        with tg.scope(t=t):
+            h = tg.tanh(rng.standard_normal((1, 2)) @ U + h @ W)
+            l_t = (h * h).sum()
+        loss = loss + l_t                                          # outside the time scope
+    loss.name = "loss"
+    clusters, nodes, edges = parse(viz.draw(loss))
+    assert [t for t in labels(nodes) if t.startswith("Σ")] == ["Σ loss"]
+    assert not [t for t in labels(nodes) if t.startswith("add ()")]          # the chain of adds is the Σ
+    assert [edge_label(a) for _, _, a in visible(edges) if a.get("color", "").strip('"') == "#1f4e8c"] == ["h"] * 3
+
+
 # -- row 2: plain numpy inputs are drawn --------------------------------------------------------------
 
 def test_numpy_inputs_are_input_nodes_with_their_step():

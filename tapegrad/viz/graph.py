@@ -90,6 +90,8 @@ def extract(target):
             node.parents.append(src)
         node_of[rec] = node
         nodes.append(node)
+    if isinstance(target, Tensor) and target.name and target_record in node_of:    # no Tape: no weakref to it
+        node_of[target_record].name = node_of[target_record].name or target.name
     for node in nodes:                        # constants join the step of the record that reads them
         if node.const is not None:
             node_of[(node.id,)] = node
@@ -425,6 +427,7 @@ def _find_accumulators(nodes, runs):
     acc = {n for n in nodes if n.kind == "op" and n.op in ("add", "sub") and n.placed and not in_cell(n)
            and any(p is not None and p.kind == "op" and p.placed and p.run == n.run and p.step != n.step
                    for p in n.parents)}
+    _outside_chains(nodes)
     if not acc:
         return
     reach = {}                                # node -> the latest step of its run that it feeds
@@ -456,6 +459,33 @@ def _find_accumulators(nodes, runs):
         if c.placed:
             c.run = c.step = None
             stack.extend(d for d in c.consumers if d.joined)
+
+
+def _outside_chains(nodes):
+    """`loss = loss + l_t` written after the step's `with scope(t=t)` block: adds outside time, each taking
+    the previous add and one step's value. A chain of two or more whose results feed only the chain (or
+    nothing placed in time) is a running sum too (one Σ); the first add, placed in step 0 because both
+    its inputs are there, leaves it."""
+    cand = [n for n in nodes if n.kind == "op" and n.op in ("add", "sub") and n.acc is None
+            and (not n.placed or n.joined)
+            and any(p is not None and p.kind == "op" and p.placed and not p.joined for p in n.parents)]
+    group, members = {}, {}
+    ok = set(cand)
+    for n in cand:
+        linked = [group[p] for p in n.parents if p in group]
+        g = linked[0] if linked else len(members) + 1000
+        group[n] = g
+        members.setdefault(g, []).append(n)
+    for g, ns in members.items():
+        inside = set(ns)
+        if len(ns) < 2 or any(c.placed and not c.joined and c not in inside for n in ns for c in n.consumers):
+            continue
+        if any(c not in inside and c.kind == "op" and c.op in ("add", "sub") and c in ok for n in ns[:-1]
+               for c in n.consumers):
+            continue
+        for n in ns:
+            n.acc = g
+            n.run = n.step = None
 
 
 def _drop_unknown_constants(nodes, edges):
