@@ -207,15 +207,57 @@ def test_torch_state_dict_mismatches_change_nothing():
         nn.GRUCell(3, 4).to_torch_state_dict()
 
 
-def test_with_real_torch_when_installed():
+TORCH_MODELS = {
+    "RNNCell": (lambda: nn.RNNCell(3, 4, dtype=np.float64, rng=0), "RNNCell(3, 4)", False),
+    "LSTMCell": (lambda: nn.LSTMCell(3, 4, dtype=np.float64, rng=0), "LSTMCell(3, 4)", False),
+    "GRUCell": (lambda: nn.GRUCell(3, 4, reset_after=True, dtype=np.float64, rng=0), "GRUCell(3, 4)", False),
+    "LSTM x2": (lambda: nn.StackedRNN([nn.LSTMCell(3, 4, dtype=np.float64, rng=0),
+                                       nn.LSTMCell(4, 4, dtype=np.float64, rng=1)]),
+                "LSTM(3, 4, num_layers=2, batch_first=True)", True),
+    "GRU bidirectional": (lambda: nn.Bidirectional(nn.GRUCell(3, 4, reset_after=True, dtype=np.float64, rng=0),
+                                                   nn.GRUCell(3, 4, reset_after=True, dtype=np.float64, rng=1)),
+                          "GRU(3, 4, num_layers=1, batch_first=True, bidirectional=True)", True),
+    "RNN relu bidirectional": (lambda: nn.Bidirectional(nn.RNNCell(3, 4, "relu", dtype=np.float64, rng=0),
+                                                        nn.RNNCell(3, 4, "relu", dtype=np.float64, rng=1)),
+                               "RNN(3, 4, num_layers=1, nonlinearity='relu', batch_first=True, bidirectional=True)",
+                               True),
+}
+
+
+@pytest.mark.parametrize("name", TORCH_MODELS)
+def test_with_real_torch_when_installed(name):
     torch = pytest.importorskip("torch")
-    cell = nn.LSTMCell(3, 4, dtype=np.float64, rng=0)
-    tcell = torch.nn.LSTMCell(3, 4).double()
-    tcell.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in cell.to_torch_state_dict().items()})
-    x = np.random.default_rng(0).normal(size=(2, 3))
-    ours, _ = cell(tg.tensor(x))
-    theirs, _ = tcell(torch.from_numpy(x))
-    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-10)
+    from tapegrad.nn.torch_bridge import torch_class
+    make, torch_spec, sequence = TORCH_MODELS[name]
+    model = make()
+    assert torch_class(model) == torch_spec
+    theirs = eval("torch.nn." + torch_spec).double()
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.to_torch_state_dict().items()})
+    r = np.random.default_rng(0)
+    x = r.normal(size=(2, 5, 3) if sequence else (2, 3))
+
+    def compare_outputs():
+        ours = model(tg.tensor(x))[0].data
+        out = theirs(torch.from_numpy(x))
+        out = out[0] if isinstance(out, tuple) else out
+        np.testing.assert_allclose(ours, out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    compare_outputs()
+    with torch.no_grad():                       # torch's own random init, both biases non-zero: the way back
+        for p in theirs.parameters():
+            p.normal_(0, 0.5)
+    model.load_torch_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    compare_outputs()
+
+
+def test_linear_and_embedding_with_real_torch_when_installed():
+    torch = pytest.importorskip("torch")
+    lin, emb = nn.Linear(3, 5, dtype=np.float64, rng=0), nn.Embedding(7, 2, dtype=np.float64, rng=0)
+    tlin, temb = torch.nn.Linear(3, 5).double(), torch.nn.Embedding(7, 2).double()
+    tlin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in lin.to_torch_state_dict().items()})
+    temb.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in emb.to_torch_state_dict().items()})
+    x, ids = np.random.default_rng(0).normal(size=(4, 3)), np.array([[1, 6], [0, 3]])
+    np.testing.assert_allclose(lin(tg.tensor(x)).data, tlin(torch.from_numpy(x)).detach().numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(emb(ids).data, temb(torch.from_numpy(ids)).detach().numpy())
 
 
 # -- examples' progress bars ------------------------------------------------------------------------------
