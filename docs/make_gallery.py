@@ -167,6 +167,7 @@ def main():
         "textbook": (textbook(4, rng()), dict(detail="cells", weights="labels")),
         "textbook_nodes": (textbook(4, rng()), dict(detail="cells", weights="nodes")),
         "unfold": (textbook(4, rng()), dict(view="unfold", detail="cells")),
+        "textbook_slide": (textbook(4, rng()), dict(detail="cells", theme="slide", show_shapes=False)),
         "elman_ops_nodes": (elman(4, rng()), dict(weights="nodes")),
     }
     flows = {}

@@ -89,7 +89,10 @@ def parse(g):
 
 def text(attrs):
     """An edge's label text: its label, or its xlabel (state edges at cell detail are labelled beside the edge)."""
-    return attrs.get("label", attrs.get("xlabel", "")).strip('"')
+    text = attrs.get("label", attrs.get("xlabel", "")).strip('"')
+    if text.startswith("<") and text.endswith(">"):            # an HTML-like label: its text
+        text = " ".join(re.sub(r"<[^>]*>", " ", text[1:-1]).split())
+    return text
 
 
 def visible(edges):

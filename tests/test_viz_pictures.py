@@ -187,6 +187,16 @@ def test_gradient_labels_are_readable_and_the_loop_label_clear_of_its_edge():
     del tape
 
 
+def test_slide_theme_enlarges_text_and_lines():
+    _, paper, _ = parse(viz.draw(elman(3), detail="cells"))
+    _, slide, edges = parse(viz.draw(elman(3), detail="cells", theme="slide"))
+    cell = next(i for i, (t, _) in paper.items() if t.startswith("cell"))
+    assert float(slide[cell][1]["fontsize"]) > float(paper[cell][1]["fontsize"])
+    assert all(float(a["penwidth"]) >= 1.35 for _, _, a in visible(edges))
+    with pytest.raises(ValueError, match="theme"):
+        viz.draw(elman(2), theme="dark")
+
+
 # -- the textbook picture -----------------------------------------------------------------------------
 
 def test_textbook_weights_are_named_on_the_edges_they_act_on():

@@ -24,6 +24,7 @@ STYLE = {                  # kind -> node attributes
     "sum": dict(shape="circle", style="filled", fillcolor="#eef3fb", color="#4a6fa5", penwidth="1.5",
                 fontsize="18", margin="0.02"),
 }
+THEMES = {"paper": 1.0, "slide": 1.35}     # theme -> factor on font sizes and line widths
 HOLD = 4                   # parallel edges from an anchor to its step (see _unrolled)
 TIME = {"LR": ("BT", False), "RL": ("BT", True), "TB": ("LR", False), "BT": ("LR", True)}  # -> (rankdir, reversed)
 EDGE = {
@@ -35,7 +36,7 @@ EDGE = {
 
 
 def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True, show_grads=False, rankdir="LR",
-         weights=None, grad_scale=None):
+         weights=None, grad_scale=None, theme="paper"):
     """The BPTT picture of a Tensor (what it depends on) or a Tape, as a `graphviz.Digraph`.
 
     view: "unrolled" (one cluster per time step), "rolled" (each cell once, state as a self-edge ×T)
@@ -48,6 +49,7 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
     weights: how shared parameters are drawn: "labels" (the weight's name on each edge it acts on, no
     parameter nodes; the default at cell detail), "proxies" (a dashed copy inside each step, one legend
     entry; the default at op detail) or "nodes" (each once, with an edge into every step).
+    theme: "paper" (default) or "slide": larger text and heavier lines, for a projector.
     grad_scale: with show_grads, the `colors.LogScale` to colour by (an animation keeps one for all frames).
     target may also be a `graph.Graph` already extracted (what `animate_backward` draws each frame from).
     """
@@ -55,6 +57,8 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
 
     if rankdir not in TIME:
         raise InvalidValueError(f"draw: rankdir must be one of {tuple(TIME)}, got {rankdir!r}")
+    if theme not in THEMES:
+        raise InvalidValueError(f"draw: theme must be one of {tuple(THEMES)}, got {theme!r}")
     if show_grads and view != "unrolled":
         raise InvalidValueError("draw: show_grads needs view='unrolled' (the rolled view merges the time steps)")
     graph = target if isinstance(target, Graph) else extract(target)
@@ -65,13 +69,14 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
         for box in folded.boxes:
             box.id = "f_" + box.id
     scale = (grad_scale or _scale(picture)) if show_grads else None
-    g = graphviz.Digraph(graph_attr=dict(rankdir=TIME[rankdir][0], newrank="true", fontname=FONT, fontsize="16",
+    g = graphviz.Digraph(graph_attr=dict(rankdir=TIME[rankdir][0], newrank="true", fontname=FONT,
+                                         fontsize=f"{16 * THEMES.get(theme, 1.0):g}",
                                          labelloc="b" if TIME[rankdir][0] == "BT" else "t",
                                          nodesep="0.45" if detail == "cells" else "0.25", ranksep="0.3", pad="0.2",
                                          forcelabels="true"),
                          node_attr=dict(fontname=FONT, fontsize="14"),
                          edge_attr=dict(fontname=FONT, fontsize="12", arrowsize="0.8"))
-    style = _Style(show_shapes, scale, detail == "ops")
+    style = _Style(show_shapes, scale, detail == "ops", THEMES[theme])
     clustered = _by_cluster(picture.boxes)
     if folded is not None:
         clustered.setdefault(None, []).extend(b for b in folded.boxes if b.cluster is None)
@@ -180,7 +185,7 @@ def _shared_legend(shared, show_shapes):
                    for name, shape in shared)
     return (f'<<TABLE BORDER="1" COLOR="#999999" CELLBORDER="0" CELLSPACING="4" CELLPADDING="3">'
             f'<TR><TD COLSPAN="2"><B>shared weights</B></TD></TR>{rows}'
-            f'<TR><TD COLSPAN="2" ALIGN="LEFT">dashed: the same tensor, drawn in every step</TD></TR></TABLE>>')
+            f'<TR><TD COLSPAN="2" ALIGN="LEFT">dashed: one shared tensor, a copy in each step that reads it</TD></TR></TABLE>>')
 
 
 def _scale(picture):
@@ -212,8 +217,9 @@ def _by_cluster(boxes):
 class _Style:
     """Node and edge attributes: by kind, plus the gradient colours when there is a scale."""
 
-    def __init__(self, show_shapes, scale, reverse_state):
+    def __init__(self, show_shapes, scale, reverse_state, factor=1.0):
         self.show_shapes, self.scale, self.reverse_state = show_shapes, scale, reverse_state
+        self.factor = factor                    # the theme's: larger text and heavier lines on a slide
         self.minlen = {}                        # arrow -> ranks it spans at least (set by the layout)
 
     def node(self, g, box):
@@ -225,7 +231,13 @@ class _Style:
                 attrs.update(fillcolor=NO_GRAD, color="#999999")
             else:
                 attrs.update(fillcolor=self.scale.color(box.grad), fontcolor=self.scale.font_color(box.grad))
-        g.node(box.id, label=self.label(box), **attrs)
+        g.node(box.id, label=self.label(box), **self.themed(attrs, "14"))
+
+    def themed(self, attrs, fontsize):
+        if self.factor != 1.0:
+            attrs["fontsize"] = f"{float(attrs.get('fontsize', fontsize)) * self.factor:g}"
+            attrs["penwidth"] = f"{float(attrs.get('penwidth', '1')) * self.factor:g}"
+        return attrs
 
     def label(self, box):
         title = escape(box.title)
@@ -233,7 +245,7 @@ class _Style:
             title = f"<B>{title}</B>"
         if box.extra:                               # weights="labels": the parameters no edge names
             on_dark = self.scale is not None and box.grad is not None and self.scale.font_color(box.grad) == "white"
-            title += (f'<BR/><FONT POINT-SIZE="12" COLOR="{"white" if on_dark else PARAM}">'
+            title += (f'<BR/><FONT POINT-SIZE="{12 * self.factor:g}" COLOR="{"white" if on_dark else PARAM}">'
                       f'+ {escape(", ".join(box.extra))}</FONT>')
         if box.kind == "proxy":                     # the legend has the shape
             return f"<{title}>"
@@ -264,15 +276,23 @@ class _Style:
         elif self.scale is not None and arrow.kind == "state":     # no gradient (yet): grey, not blue
             attrs["color"] = attrs["fontcolor"] = "#8c8c8c"
         if arrow.kind == "state" and "label" in attrs and not self.reverse_state:
-            attrs["xlabel"] = attrs.pop("label")    # placed after layout, clear of the edge
+            if arrow.src is arrow.dst:              # a loop: placed after layout, clear of the edge
+                attrs["xlabel"] = attrs.pop("label")
+            else:                                   # centred on the edge: an empty row below lifts the text off it
+                text = attrs["label"]
+                text = text[1:-1] if text.startswith("<") else escape(text)
+                lines = text.count("<BR/>") + 1
+                size = float(attrs.get("fontsize", "14")) * self.factor
+                attrs["label"] = (f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR><TD>{text}'
+                                  f'</TD></TR><TR><TD HEIGHT="{round(lines * size * 1.2)}"> </TD></TR></TABLE>>')
         if (self.reverse_state and arrow.kind == "state" and arrow.src is not arrow.dst
                 and "elided" not in (arrow.src.kind, arrow.dst.kind)):
             # h_t leaves the top of its step for the bottom of the next: laid out as an edge from the
             # consumer up to the producer (drawn pointing back), which Graphviz routes between the steps
             attrs.update(constraint="true", dir="back")
-            g.edge(arrow.dst.id, arrow.src.id, **attrs)
+            g.edge(arrow.dst.id, arrow.src.id, **self.themed(attrs, "12"))
         else:
-            g.edge(arrow.src.id, arrow.dst.id, **attrs)
+            g.edge(arrow.src.id, arrow.dst.id, **self.themed(attrs, "12"))
 
 
 def _shape(shape):
