@@ -543,11 +543,11 @@ def _diagnose(a, b, names):
 
 @dataclass(eq=False)
 class _Use:
-    """A parameter's matmul at one step: the other operand A (`right`: A @ W, else W @ A), the output
-    tensor, the gradient G of that output (filled in by `_tape_gradients`) and the step's tanh output y
-    of the output's shape (None if there is not exactly one)."""
-    A: np.ndarray
-    right: bool
+    """A parameter's matmul (or bias add) at one step: the other operand A (`right`: A @ W, False: W @ A,
+    None: a bias added, A unused), the output tensor, the gradient G of that output (filled in by
+    `_tape_gradients`) and the step's tanh output y of the output's shape (None if not exactly one)."""
+    A: np.ndarray | None
+    right: bool | None
     out: Tensor
     W: np.ndarray
     y: np.ndarray | None = None
@@ -557,6 +557,11 @@ class _Use:
         """The parameter-gradient contribution of this use for output gradient G and operand A."""
         G = self.G if G is None else G
         A = self.A if A is None else A
+        if self.right is None:                  # a bias: the gradient summed over what broadcasting added
+            if G.ndim > self.W.ndim:
+                G = G.sum(axis=tuple(range(G.ndim - self.W.ndim)))
+            axes = tuple(i for i, n in enumerate(self.W.shape) if n == 1 and G.shape[i] != 1)
+            return G.sum(axis=axes, keepdims=True) if axes else G
         if self.right:
             return A.reshape(-1, A.shape[-1]).T @ G.reshape(-1, G.shape[-1])
         return G @ A.T
@@ -586,6 +591,13 @@ def _matmul_uses(tape, params):
             continue
         if rec.op == "tanh":
             tanh.setdefault(t, []).append(out.data)
+        if rec.op == "add":
+            for parent in rec.parents[:2]:
+                name = ids.get(id(parent))
+                if name is not None:
+                    per = found.setdefault(name, {})
+                    per[t] = None if t in per else _Use(None, None, out, np.asarray(parent.data, np.float64))
+            continue
         if rec.op != "matmul":
             continue
         arrays = _record_inputs(rec)
@@ -644,7 +656,7 @@ def _diagnose_steps(base, hand, ref, tape, first, floor, context):
     recurrent = context.recurrent if context is not None else None
     # time shift: the operand of step t +- 1 in step t's product (h_t where h_{t-1} belongs)
     for s in (1, -1):
-        where = [t for t in steps if t in uses and t + s in uses]
+        where = [t for t in steps if t in uses and t + s in uses and uses[t].right is not None]
         if len(where) >= max(1, len(steps) - 1) and holds(lambda t, s=s: uses[t].contribution(A=uses[t + s].A), where):
             what = "h_t where h_(t-1) belongs" if s == 1 else "h_(t-2) where h_(t-1) belongs"
             return f"off by one in time: hand's product at step t uses the operand of step t{s:+d} ({what})"
@@ -658,6 +670,12 @@ def _diagnose_steps(base, hand, ref, tape, first, floor, context):
     if u is not None and u.y is not None and holds(lambda t: u.contribution(G=u.G / (1 - u.y ** 2)), [first]):
         return (f"at t = {first} hand leaves out tanh's derivative (1 - h^2) (the steps before it inherit the "
                 "error through dh)")
+    states = context.states if context is not None else {}
+    if recurrent is not None and base in states and first + 1 in recurrent[1]:
+        v = recurrent[1][first + 1]                    # dL/dh_first = ... + dz_(first+1) W^T: dz without tanh'
+        if v.y is not None and holds(lambda t: ref[t] + (v.G / (1 - v.y ** 2) - v.G) @ v.W.T, [first]):
+            return (f"at t = {first + 1} hand leaves out tanh's derivative (1 - h^2) before passing the gradient "
+                    f"back through {recurrent[0]} (dL/dh_{first} and earlier inherit it)")
     # missing recurrent term: only step t's own loss reaches h_t
     if recurrent is not None:
         rname, R = recurrent
@@ -668,7 +686,7 @@ def _diagnose_steps(base, hand, ref, tape, first, floor, context):
                 f"{rname} (only step t's own loss reaches h_t)")
         if uses and holds(lambda t: uses[t].contribution(G=local(t, uses[t].G)), [t for t in steps if t in uses]):
             return text
-        if base in (context.states if context is not None else {}) and holds(
+        if base in states and holds(
                 lambda t: ref[t] - R[t + 1].G @ R[t + 1].W.T if t + 1 in R else ref[t], steps):
             return text
     # sign, factor, transpose: at the first divergent step, and whether it holds at every step

@@ -60,9 +60,9 @@ BUGS = {
 # bug -> (the per-step series that get the diagnosis, its text): the classic BPTT slips, diagnosed per step
 STEP_DIAGNOSES = {
     "transposed matrix": ({"W"}, "at every step: hand is the transpose of the tape's gradient"),
-    "missing tanh'": ({"U", "W"}, f"at t = {T - 1} hand leaves out tanh's derivative (1 - h^2)"),
-    "missing tanh' at one step": ({"U", "W"}, "at t = 2 hand leaves out tanh's derivative (1 - h^2)"),
-    "gradient from h_{t+1} dropped": ({"U", "W", "h"}, "the recurrent term is missing: hand's dL/dh_t leaves out "
+    "missing tanh'": ({"U", "W", "b", "h"}, "hand leaves out tanh's derivative (1 - h^2)"),
+    "missing tanh' at one step": ({"U", "W", "b", "h"}, "at t = 2 hand leaves out tanh's derivative (1 - h^2)"),
+    "gradient from h_{t+1} dropped": ({"U", "W", "b", "h"}, "the recurrent term is missing: hand's dL/dh_t leaves out "
                                                        "the gradient from step t+1 through W"),
     "state of the wrong step": ({"W"}, "off by one in time: hand's product at step t uses the operand of step t+1 "
                                        "(h_t where h_(t-1) belongs)"),
