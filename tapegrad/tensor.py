@@ -152,3 +152,8 @@ class Tensor:
         if self.name:
             extras.append(f"name={self.name!r}")
         return f"Tensor({body}, {', '.join(extras)})"
+
+
+from . import notebook as _notebook  # noqa: E402  (tables for Jupyter; notebook.py imports nothing of ours)
+
+Tensor._repr_html_, Tensor._repr_markdown_ = _notebook.tensor_html, _notebook.tensor_markdown
