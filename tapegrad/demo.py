@@ -2,11 +2,13 @@
 
 Trains an Elman RNN written from tapegrad ops on the min-char-rnn cos-regression seed (predict the
 next value of a noisy cos from the values so far), checks its BPTT gradients against finite
-differences, prints a two-step tape, and draws the unrolled graph (SVG, when Graphviz is installed).
+differences, prints a two-step tape, and draws the unrolled graph (SVG and PNG, when a Graphviz backend is found), ending with the paths it wrote.
 """
 import argparse
+import os
 import pathlib
 import time
+import warnings
 
 import numpy as np
 
@@ -102,12 +104,20 @@ def main(argv=None):
     print("4. The unrolled graph of a four-step unroll, for slides")
     with tg.Tape() as tape:
         rnn_loss(small, xs[:1, :4], ys[:1, :4])
-    try:
-        path = tg.viz.render(tape, pathlib.Path(args.out) / "unrolled.svg")
-        print(f"   wrote {path}")
-    except tg.TapegradError as e:
-        print(f"   not rendered: {e}")
+    written = []
+    for name in ("unrolled.svg", "unrolled.png"):
+        try:
+            written.append(tg.viz.render(tape, pathlib.Path(args.out) / name))
+        except tg.TapegradError as e:
+            warnings.warn(f"not rendered: {e}", RuntimeWarning, stacklevel=1)
+            break
     print(f"Done in {time.perf_counter() - start:.1f} s.")
+    if written:
+        print("The unrolled graph:\n" + "\n".join(f"  {os.path.abspath(p)}" for p in written))
+    else:
+        print("No picture: no Graphviz backend was found (see the warning above); the DOT source is in "
+              f"{os.path.abspath(pathlib.Path(args.out) / 'unrolled.dot')}")
+    return 0
 
 
 if __name__ == "__main__":

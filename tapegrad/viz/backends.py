@@ -1,6 +1,15 @@
-"""Turning DOT into files: the system Graphviz `dot`, else the pip-installable `graphviz-pure`."""
+"""Turning DOT into files: the system Graphviz `dot`, else the pip-installable `graphviz-pure`.
+
+A backend is looked for on PATH and in the running interpreter's scripts directory (where pip puts
+`graphviz-pure`, so a virtual environment works without being activated), and next to
+`sys.executable`. The environment variable TAPEGRAD_DOT=/path/to/dot overrides the search.
+"""
+import importlib.metadata
+import os
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 from ..errors import InvalidValueError, RenderError
@@ -8,6 +17,7 @@ from ..errors import InvalidValueError, RenderError
 BACKENDS = ("dot", "graphviz-pure")      # tried in this order
 FORMATS = ("svg", "png", "pdf")
 NO_PDF = {"graphviz-pure"}
+OVERRIDE = "TAPEGRAD_DOT"
 
 
 def render(target, path, format=None, **draw_options):
@@ -27,33 +37,113 @@ def render(target, path, format=None, **draw_options):
     return str(write(draw(target, **draw_options).source, path, format))
 
 
+def search_dirs():
+    """The folders a backend is looked for in, in order: PATH, the interpreter's scripts folder, the
+    folder of sys.executable (duplicates dropped)."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    for extra in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        if extra:
+            dirs.append(extra)
+    seen, out = set(), []
+    for d in dirs:
+        key = os.path.normcase(os.path.abspath(d))
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _override():
+    value = os.environ.get(OVERRIDE, "").strip()
+    return value or None
+
+
+def locate(name):
+    """The path of backend `name` ("dot" or "graphviz-pure"), or None. With TAPEGRAD_DOT set, that file is
+    the only backend: locate returns it for the name it is chosen under (see `available`)."""
+    override = _override()
+    if override is not None:
+        return override if name == _override_name(override) and _executable(override) else None
+    return shutil.which(name, path=os.pathsep.join(search_dirs()))
+
+
+def _override_name(path):
+    """The backend name TAPEGRAD_DOT stands for: graphviz-pure when its file name says so, else dot."""
+    return "graphviz-pure" if "graphviz-pure" in os.path.basename(path) else "dot"
+
+
+def _executable(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
 def available(format="svg"):
-    """The backends found on PATH that can write `format`, in the order they are tried."""
-    return [b for b in BACKENDS if shutil.which(b) and not (format == "pdf" and b in NO_PDF)]
+    """The backends found (see `locate`) that can write `format`, in the order they are tried."""
+    names = BACKENDS
+    override = _override()
+    if override is not None:
+        names = [_override_name(override)]
+    return [b for b in names if locate(b) and not (format == "pdf" and b in NO_PDF)]
+
+
+def run(source, format):
+    """Lay out DOT `source` with the first available backend; return the bytes of `format`."""
+    found = available(format)
+    if not found:
+        raise RenderError(missing(format))
+    exe = locate(found[0])
+    result = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True)
+    if result.returncode != 0:
+        raise RenderError(f"render: {found[0]} ({exe}) failed (exit {result.returncode}): "
+                          f"{result.stderr.decode(errors='replace').strip()}")
+    return result.stdout
+
+
+def svg(source):
+    """The SVG text of DOT `source` (what a notebook displays), through the first available backend."""
+    return run(source, "svg").decode("utf-8")
 
 
 def write(source, path, format):
     """Lay out DOT `source` with the first available backend and write `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    found = available(format)
-    if not found:
+    if not available(format):
         dot_path = path.with_suffix(".dot")
         dot_path.write_text(source, encoding="utf-8")
-        raise RenderError(_missing(format, dot_path))
-    result = subprocess.run([shutil.which(found[0]), f"-T{format}", "-o", str(path)], input=source.encode("utf-8"),
-                            capture_output=True)
-    if result.returncode != 0:
-        raise RenderError(f"render: {found[0]} failed (exit {result.returncode}): "
-                           f"{result.stderr.decode(errors='replace').strip()}")
+        raise RenderError(missing(format) + f" The DOT source is in {dot_path}")
+    path.write_bytes(run(source, format))
     return path
 
 
-def _missing(format, dot_path):
+def _installed(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def looked_for():
+    """A sentence: which backends were looked for, and where."""
+    override = _override()
+    if override is not None:
+        return f"{OVERRIDE}={override} is set, and that is not an executable file"
+    return f"looked for {' and '.join(f'`{b}`' for b in BACKENDS)} in {os.pathsep.join(search_dirs())}"
+
+
+def install_hint(format="svg"):
+    """What to install (or point TAPEGRAD_DOT at) to get a backend for `format`; never something installed."""
+    system = "the system Graphviz `dot` (apt-get install graphviz, brew install graphviz or conda install graphviz)"
     if format == "pdf":
-        how = ("PDF needs the system Graphviz `dot` (graphviz-pure writes svg and png only): "
-               "apt-get install graphviz, brew install graphviz or conda install graphviz")
-    else:
-        how = ("install the system Graphviz `dot` (apt-get install graphviz, brew install graphviz, "
-               "conda install graphviz) or the pip package graphviz-pure (pip install 'tapegrad[render]')")
-    return f"render: no Graphviz backend on PATH can write {format}; {how}. The DOT source is in {dot_path}"
+        return f"PDF needs the system Graphviz `dot` (graphviz-pure writes svg and png only): install {system}"
+    pure = _installed("graphviz-pure")
+    if _override() is not None:
+        return f"point {OVERRIDE} at a `dot` or `graphviz-pure` executable, or unset it to search PATH and {sys.prefix}"
+    if pure:
+        return (f"graphviz-pure {pure} is installed in this Python but its executable was not found: set "
+                f"{OVERRIDE}=/path/to/graphviz-pure, or install {system}")
+    return f"install {system} or the pip package graphviz-pure ({sys.executable} -m pip install graphviz-pure)"
+
+
+def missing(format="svg"):
+    """The message of a missing backend: what was looked for, where, and what to install."""
+    return f"render: no Graphviz backend can write {format}; {looked_for()}. {install_hint(format)}."
