@@ -91,8 +91,14 @@ def main(argv=None):
     print(f"max |gradient difference| / max |gradient| (dWx, dWy, db): {grad_rel:.1e}  (float32; the two "
           "ways add the same products in a different order)")
     results = {**diffs, "grads_rel_diff": grad_rel, "graph": render(Y1, out)}
-    checks = [(v == 0.0, f"{k} is {v:.1e}, not identical") for k, v in diffs.items()]
-    return finish(args, results, checks + [(grad_rel < 1e-6, f"gradients differ by {grad_rel:.1e} (relative)")])
+    # The hand-written steps and unroll compute the same products, but unroll may send them through BLAS in
+    # other shapes (all steps' input projections at once), whose float32 sums may round differently: within
+    # a few eps per term summed (3 inputs + 5 units), relative to the largest term.
+    scale = max(1.0, float(np.abs(X0).max()), float(np.abs(X1).max())) * float(np.abs(Wx.data).max() + np.abs(Wy.data).max())
+    tol = float(np.finfo(np.float32).eps) * 4 * (3 + 5) * scale
+    results["float32_tolerance"] = tol
+    checks = [(v <= tol, f"{k} is {v:.1e} > {tol:.1e}") for k, v in diffs.items()]
+    return finish(args, results, checks + [(grad_rel < 1e-5, f"gradients differ by {grad_rel:.1e} (relative)")])
 
 
 if __name__ == "__main__":

@@ -76,8 +76,15 @@ def main(argv=None):
     write_csv(out / "outputs.csv", {"instance": np.repeat(np.arange(4), 10), "t": np.tile(np.repeat([0, 1], 5), 4),
                                     "neuron": np.tile(np.arange(5), 8), "batch": outputs, "alone": padded_outputs})
     results = {**diffs, "grads_rel_diff": grad_rel, "sequence_length": SEQ_LENGTH}
-    checks = [(v == 0.0, f"{k} is {v:.1e}, not 0") for k, v in diffs.items()]
-    return finish(args, results, checks + [(grad_rel < 1e-6, f"gradients differ by {grad_rel:.1e} (relative)")])
+    # Exact by construction: the outputs past a length are set to zero, the final state is selected from the
+    # outputs, the padding's gradient is masked. Batch vs alone goes through BLAS products of other shapes,
+    # whose float32 sums may round differently (6e-8 seen): within a few eps per term summed (3 inputs + 5 units).
+    tol = float(np.finfo(np.float32).eps) * 4 * (3 + 5) * max(1.0, float(np.abs(X_BATCH).max()))
+    exact = ("outputs_past_length", "state_vs_last_valid_output", "grad_of_padding")
+    checks = [(v == 0.0, f"{k} is {v:.1e}, not 0") if k in exact else (v <= tol, f"{k} is {v:.1e} > {tol:.1e}")
+              for k, v in diffs.items()]
+    results["float32_tolerance"] = tol
+    return finish(args, results, checks + [(grad_rel < 1e-5, f"gradients differ by {grad_rel:.1e} (relative)")])
 
 
 if __name__ == "__main__":

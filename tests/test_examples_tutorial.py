@@ -31,16 +31,19 @@ def test_stateful_step(tmp_path):
 
 def test_manual_unroll(tmp_path):
     r = quick("manual_unroll", tmp_path)
-    assert r["outputs_static_vs_hand"] == r["outputs_dynamic_vs_hand"] == r["final_state_vs_Y1"] == 0
-    assert r["grads_rel_diff"] < 1e-6
+    # float32 products that unroll may send through BLAS in other shapes: equal within the example's tolerance
+    for key in ("outputs_static_vs_hand", "outputs_dynamic_vs_hand", "final_state_vs_Y1"):
+        assert r[key] <= r["float32_tolerance"], key
+    assert r["grads_rel_diff"] < 1e-5
 
 
 def test_variable_length(tmp_path):
     r = quick("variable_length", tmp_path)
-    for key in ("outputs_past_length", "state_vs_last_valid_output", "outputs_vs_alone", "states_vs_alone",
-                "grad_of_padding"):
+    for key in ("outputs_past_length", "state_vs_last_valid_output", "grad_of_padding"):    # exact by construction
         assert r[key] == 0, key
-    assert r["grads_rel_diff"] < 1e-6
+    for key in ("outputs_vs_alone", "states_vs_alone"):     # float32 through BLAS products of other shapes
+        assert r[key] <= r["float32_tolerance"], key
+    assert r["grads_rel_diff"] < 1e-5
 
 
 def test_mnist_rnn(tmp_path):
