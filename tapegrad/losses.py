@@ -1,10 +1,10 @@
 """Losses, composed of primitives (so every order of derivative comes with them)."""
 import numpy as np
 
-from .errors import DTypeError, InvalidValueError, ShapeError
 from . import tape as _tape
+from .errors import DTypeError, InvalidValueError, ShapeError
 from .op import defop, guarded
-from .ops import abs, exp, log, log_softmax, minimum, softplus, take_along_axis, where
+from .ops import abs, exp, log, log_softmax, softplus, take_along_axis, where
 from .tape import describe_scope
 from .tensor import Tensor
 
@@ -160,9 +160,10 @@ def huber_loss(pred, target, delta=1.0, reduction="mean"):
     _check_same_shape(pred, target, "huber_loss")
     if not delta > 0:
         raise InvalidValueError(f"huber_loss: delta must be positive, got {delta!r}")
-    a = abs(pred - target)
-    q = minimum(a, delta)                     # |d| inside the quadratic zone, delta beyond it
-    return _reduce(q * q * 0.5 + (a - q) * delta, reduction, "huber_loss")
+    d = pred - target
+    a = abs(d)
+    # the quadratic zone written on d itself, not on |d|: its curvature at d = 0 is 1 (abs's kink would make it 0)
+    return _reduce(where(a <= delta, d * d * 0.5, (a - delta * 0.5) * delta), reduction, "huber_loss")
 
 
 @guarded
