@@ -8,7 +8,6 @@ import tapegrad as tg
 from tapegrad import nn
 
 
-
 class RecurrentNet(nn.Module):
     """ANNT's `XNeuralNetwork` of recurrent layers followed by one `XFullyConnectedLayer`.
 

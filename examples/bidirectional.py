@@ -14,12 +14,11 @@ model can only guess the likelier tag, right with probability max(p_t, 1 - p_t) 
 p_t = 1 - (1 - 1/K)^(T - 1 - t).
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
-
-from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
 
 
 def make_batch(rng, batch, length, symbols):

@@ -20,13 +20,12 @@ from softmax(logits / temperature) and fed back in.
 import pathlib
 
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
+from lecture_shared import stateful_epoch
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
-
-from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
-from lecture_shared import stateful_epoch
 
 SEEDS = ("def ", "import ", "class ")
 

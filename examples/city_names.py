@@ -27,13 +27,12 @@ import string
 import unicodedata
 
 import numpy as np
+from annt_shared import RecurrentNet, batches
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
-
-from annt_shared import RecurrentNet, batches
-from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
 
 ALPHABET = "\0" + string.ascii_uppercase + ".- "          # label i is ALPHABET[i]; "\0" the terminator
 LABELS = len(ALPHABET)

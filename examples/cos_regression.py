@@ -28,14 +28,13 @@ the seed's resolution 0.01 consecutive values differ by at most 0.01, so the las
 has MSE 5e-5, which even the seed's full 100,000 updates do not reach (docs/results/tutorial.md).
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 import tapegrad as tg
 from tapegrad.nn import Module, Parameter
 from tapegrad.optim import Adagrad, clip_grad_value
 from tapegrad.reference import elman_loss_fun
-
-from common import example_parser, finish, out_dir, plot_lines, write_csv
-from tutorial_shared import parse, training_steps
 
 WARMUP = 5      # the first steps of a window, predicted from h = 0 and few values, also reported apart
 

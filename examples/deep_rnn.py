@@ -19,13 +19,12 @@ accuracy on 1,000 held-out sequences is recorded every 25 updates. --quick: T = 
 one seed.
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 import tapegrad as tg
 from tapegrad.nn import Linear, LSTMCell, Module, RNNCell, StackedRNN, unroll
 from tapegrad.optim import Adam, clip_grad_norm
-
-from common import example_parser, finish, out_dir, plot_lines, write_csv
-from tutorial_shared import parse, training_steps
 
 CLASSES, DISTRACTORS = 4, 4
 CHANNELS = CLASSES + DISTRACTORS + 1

@@ -18,14 +18,13 @@ the end. The seed reaches 97.79 % test on MNIST after 20 epochs; our target is >
 the 8 x 8 digits. --quick: 8 x 8 digits, 5 epochs at lr 0.01, >= 90 % test.
 """
 import numpy as np
+from annt_shared import RecurrentNet, batches
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
+from digits_data import DigitsUnavailable, load_digits
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
-
-from annt_shared import RecurrentNet, batches
-from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
-from digits_data import DigitsUnavailable, load_digits
 
 
 def evaluate(model, images, labels, chunk=2000):

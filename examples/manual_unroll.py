@@ -19,13 +19,12 @@ respect to Wx, Wy and b must agree to float32 rounding (< 1e-6 relative). The ta
 unrolled graph rendered when the renderer is available.
 """
 import numpy as np
+from common import example_parser, finish, out_dir, write_csv
+from tutorial_shared import parse, side_by_side
 
 import tapegrad as tg
 from tapegrad.nn import RNNCell, unroll
 from tapegrad.viz import render as render_graph
-
-from common import example_parser, finish, out_dir, write_csv
-from tutorial_shared import parse, side_by_side
 
 X0 = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 0, 1]], dtype=np.float32)
 X1 = np.array([[9, 8, 7], [0, 0, 0], [6, 5, 4], [3, 2, 1]], dtype=np.float32)

@@ -16,14 +16,13 @@ Result: training and validation accuracy after every epoch, test accuracy at the
 majority-class baseline.
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from digits_data import load_digits
+from tutorial_shared import parse, training_steps
 
 import tapegrad as tg
 from tapegrad.nn import Linear, Module, RNNCell, unroll
 from tapegrad.optim import Adam
-
-from common import example_parser, finish, out_dir, plot_lines, write_csv
-from digits_data import load_digits
-from tutorial_shared import parse, training_steps
 
 
 class RowClassifier(Module):

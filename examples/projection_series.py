@@ -15,13 +15,12 @@ baseline that predicts each next value to equal the current one; the prediction 
 tutorial's test instance (the 21 samples from t = 12.2) is written and plotted.
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 import tapegrad as tg
 from tapegrad.nn import Linear, Module, RNNCell, unroll
 from tapegrad.optim import Adam
-
-from common import example_parser, finish, out_dir, plot_lines, write_csv
-from tutorial_shared import parse, training_steps
 
 T_MIN, T_MAX, RESOLUTION = 0.0, 30.0, 0.1
 

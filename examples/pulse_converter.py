@@ -20,13 +20,12 @@ formula), a single input and one linear output on every step, so the weight coun
 --quick trains RNN 5 and LSTM 5 only, on a smaller version of the converter (widths up to 16, T = 60).
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
+from lecture_shared import RecurrentHead
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
-
-from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
-from lecture_shared import RecurrentHead
 
 CELLS = {"RNN": nn.RNNCell, "LSTM": nn.LSTMCell, "GRU": nn.GRUCell}
 # name: (task, cell, layer sizes, the lecture's trainable weights and test error; None: not in the lecture)

@@ -17,12 +17,11 @@ encoder-decoder graph of the pair "three hundred forty two" -> "342" rendered wi
 (encoder_decoder.svg).
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam, clip_grad_norm
-
-from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
 
 ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
        "seventeen eighteen nineteen".split()

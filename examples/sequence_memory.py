@@ -25,13 +25,12 @@ Outputs: cost_<cell>.csv/.png, graph_<cell>.svg (the tape of the last epoch, rol
 state as a self-edge x10; needs Graphviz), results.json.
 """
 import numpy as np
+from annt_shared import RecurrentNet, save_graph
+from common import example_parser, finish, out_dir, plot_lines, write_csv
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import Adam
-
-from annt_shared import RecurrentNet, save_graph
-from common import example_parser, finish, out_dir, plot_lines, write_csv
 
 SEQUENCES = np.array([[d, 0, 1, 2, 3, 4, 5, 6, 7, 8, d] for d in (1, 2, 3, 4, 5)]
                      + [[d, 0, 1, 2, 4, 4, 4, 6, 7, 8, d] for d in (6, 7, 8, 9, 0)])

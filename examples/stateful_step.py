@@ -21,14 +21,13 @@ What it shows:
    The streamed test MSE is compared with the baseline.
 """
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, write_csv
+from tutorial_shared import parse, training_steps
 
 import tapegrad as tg
 from tapegrad.nn import Module, Parameter, init
 from tapegrad.optim import Adam
 from tapegrad.reference import elman_bptt
-
-from common import example_parser, finish, out_dir, plot_lines, write_csv
-from tutorial_shared import parse, training_steps
 
 DELAY = 2
 

@@ -29,13 +29,12 @@ import importlib.util
 import pathlib
 
 import numpy as np
+from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
+from lecture_shared import RecurrentHead, stateful_epoch
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import SGD, Adam
-
-from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
-from lecture_shared import RecurrentHead, stateful_epoch
 
 LAGS = (1, 2, 3, 6, 12)
 TRAIN_END, TESTS = 1920, ((1921, 1955), (1956, 1979))          # the last fitting year, the test periods

@@ -23,13 +23,12 @@ value. Data: 200 values of a built-in noisy sum of two sines (the seed's own ser
 import csv
 
 import numpy as np
+from annt_shared import RecurrentNet, save_graph
+from common import example_parser, finish, out_dir, plot_lines, write_csv
 
 import tapegrad as tg
 from tapegrad import nn
 from tapegrad.optim import SGD
-
-from annt_shared import RecurrentNet, save_graph
-from common import example_parser, finish, out_dir, plot_lines, write_csv
 
 
 def sine_series(n=200, noise=0.02, seed=0):

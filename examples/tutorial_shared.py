@@ -5,7 +5,6 @@ side-by-side printing, and writing/checking results.
 import sys
 
 import numpy as np
-
 from common import progress
 
 

@@ -19,12 +19,11 @@ gradients equal those of running that sequence alone, unpadded, through the same
 the padded input gets a zero gradient).
 """
 import numpy as np
+from common import example_parser, finish, out_dir, write_csv
+from tutorial_shared import parse, side_by_side
 
 import tapegrad as tg
 from tapegrad.nn import RNNCell, unroll
-
-from common import example_parser, finish, out_dir, write_csv
-from tutorial_shared import parse, side_by_side
 
 X_BATCH = np.array([
     [[0, 1, 2], [9, 8, 7]],     # instance 0

@@ -9,12 +9,15 @@ from math import prod
 
 import numpy as np
 
-from . import anomaly, tape as _tape
+from . import anomaly
+from . import tape as _tape
 from .errors import GraphError, TapegradError
 from .indexed import IndexedGrad
 from .op import Joint, PerInput, identity
 from .tape import Record, describe_scope
 from .tensor import Tensor
+
+__all__ = ["backward", "grad", "unbroadcast"]
 
 
 def backward(output, grad=None, retain_graph=False, create_graph=False):

@@ -19,6 +19,8 @@ from .op import Joint, Op
 from .tape import Record, enable_grad
 from .tensor import Tensor
 
+__all__ = ["checkpoint"]
+
 _RNG_LOG = None      # while fn first runs: list of generator states; while it is recomputed: an iterator
 
 

@@ -39,7 +39,10 @@ import warnings
 
 import numpy as np
 
-from . import autodiff, op as _op, ops as _ops, tape as _tape
+from . import autodiff
+from . import op as _op
+from . import ops as _ops
+from . import tape as _tape
 from .errors import GraphError
 from .indexed import IndexedGrad, is_basic
 from .op import Joint, PerInput, identity
@@ -884,7 +887,7 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False):
         for src, others in batched.values():
             prod = f"np.concatenate(X_{src.name}).T @ np.concatenate(G_{src.name})"
             lines.append(f"    g_{src.name} = " + (f"g_{src.name} + {prod}" if others else prod)
-                         + f"  # all steps' x_t^T g_t as one product")
+                         + "  # all steps' x_t^T g_t as one product")
     lines.append("    # the outputs")
     for v in leaves:
         if v.kind == "param":

@@ -1,5 +1,8 @@
 """The exceptions tapegrad raises. Every message names the op, the shapes/dtypes and the scope."""
 
+__all__ = ["TapegradError", "ShapeError", "DTypeError", "InvalidValueError", "ArgumentError", "IndexOutOfRange",
+           "GraphError", "RenderError", "AnomalyError", "CheckpointError"]
+
 
 class TapegradError(Exception):
     """Base class of every error tapegrad raises on purpose."""

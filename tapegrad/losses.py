@@ -8,6 +8,9 @@ from .ops import abs, exp, log, log_softmax, softplus, take_along_axis, where
 from .tape import describe_scope
 from .tensor import Tensor
 
+__all__ = ["mse_loss", "cross_entropy", "binary_cross_entropy_with_logits", "nll_loss", "l1_loss", "huber_loss",
+           "kl_div"]
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 

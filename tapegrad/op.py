@@ -17,7 +17,8 @@ import functools
 
 import numpy as np
 
-from . import anomaly, tape as _tape
+from . import anomaly
+from . import tape as _tape
 from .errors import ArgumentError, DTypeError, IndexOutOfRange, InvalidValueError, ShapeError, TapegradError
 from .tape import Record, describe_scope, next_index
 from .tensor import Tensor

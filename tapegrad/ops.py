@@ -9,8 +9,8 @@ import numbers
 
 import numpy as np
 
-from .errors import ArgumentError, DTypeError, InvalidValueError, ShapeError
 from .checkpoint import generator_for
+from .errors import ArgumentError, DTypeError, InvalidValueError, ShapeError
 from .indexed import IndexedGrad
 from .op import PerInput, defop, describe, guarded, identity
 from .tensor import Tensor
@@ -580,6 +580,7 @@ _dropout = defop("dropout", np.multiply, lambda g, ans, x, mask: g * mask, None)
 # -- public wrappers with numpy-style signatures --------------------------------------------------
 @guarded
 def reshape(x, *shape):
+    """`x` with a new shape (`reshape(x, 2, 3)` or `reshape(x, (2, 3))`); -1 infers one axis."""
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     return _reshape(x, shape=tuple(shape))
 

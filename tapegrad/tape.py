@@ -100,6 +100,7 @@ def enable_grad():
 
 
 def is_grad_enabled():
+    """Whether ops are recorded now (False inside `no_grad()`)."""
     return GRAD_ENABLED
 
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from .errors import DTypeError, ShapeError
 
+__all__ = ["Tensor", "tensor", "get_default_dtype", "set_default_dtype"]
+
 _DEFAULT_DTYPE = np.dtype(np.float32)
 
 
@@ -22,6 +24,7 @@ def set_default_dtype(dtype):
 
 
 def get_default_dtype():
+    """The dtype that Python floats and lists become (float32 unless `set_default_dtype` changed it)."""
     return _DEFAULT_DTYPE
 
 

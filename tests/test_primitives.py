@@ -1,7 +1,8 @@
 """Every primitive's gradient against central finite differences, in float64, over broadcasting shapes."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tapegrad as tg

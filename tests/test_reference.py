@@ -7,8 +7,8 @@ every per-step contribution and every dL/dh_t to a relative error of at most 1e-
 
 import ast
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest

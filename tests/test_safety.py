@@ -1,7 +1,8 @@
 """No silent wrong gradients: saved arrays cannot change behind the tape's back."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tapegrad as tg

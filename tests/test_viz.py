@@ -1,7 +1,6 @@
 """tapegrad.viz: the structure of the drawn graph, determinism, rendering with each backend, errors."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET

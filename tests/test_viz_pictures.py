@@ -5,13 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
+from test_viz import elman, parse, step_clusters, visible
 
 import tapegrad as tg
 import tapegrad.nn as nn
 import tapegrad.viz as viz
 from tapegrad.viz.colors import PALETTE, contrast, readable
-
-from test_viz import elman, parse, step_clusters, visible
 
 H = 3
 

@@ -10,8 +10,10 @@ same weights on every run; `manual_seed(n)` restarts it.
 """
 import numpy as np
 
-from ..tensor import get_default_dtype
 from ..errors import InvalidValueError
+from ..tensor import get_default_dtype
+
+__all__ = ["manual_seed", "make_rng", "zeros", "constant", "normal", "glorot_uniform", "glorot_normal", "orthogonal"]
 
 _default = np.random.default_rng(0)
 

@@ -7,6 +7,8 @@ from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter, shape_of
 
+__all__ = ["Linear", "Embedding", "Dropout", "Sequential", "LayerNorm"]
+
 
 class Linear(Module):
     """y = x W + b. x: (..., in_features) -> (..., out_features).

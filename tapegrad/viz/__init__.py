@@ -12,8 +12,8 @@ Needs the `graphviz` Python package (imported when drawing); files need the syst
 or the pip package `graphviz-pure`.
 """
 from .animate import animate_backward
+from .backends import render
 from .dot import draw
 from .flow import GradientFlow, gradient_flow
-from .backends import render
 
 __all__ = ["draw", "render", "gradient_flow", "GradientFlow", "animate_backward"]

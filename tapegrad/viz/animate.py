@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InvalidValueError
 from .colors import LogScale
 from .graph import _records, extract
-from ..errors import InvalidValueError
+
+__all__ = ["animate_backward", "backward_frames"]
 
 
 def backward_frames(loss):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ..errors import InvalidValueError, RenderError
 
+__all__ = ["render", "available", "locate", "search_dirs", "looked_for", "install_hint", "missing"]
+
 BACKENDS = ("dot", "graphviz-pure")      # tried in this order
 FORMATS = ("svg", "png", "pdf")
 NO_PDF = {"graphviz-pure"}

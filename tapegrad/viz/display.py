@@ -10,8 +10,8 @@ from html import escape
 
 import graphviz
 
-from . import backends
 from ..errors import RenderError
+from . import backends
 
 _FORMATS = set(backends.FORMATS)
 

@@ -2,11 +2,11 @@
 import warnings
 from html import escape
 
+from ..errors import InvalidValueError
 from .colors import NO_GRAD, LogScale, readable
 from .graph import Graph, extract
 from .layout import Slot, levels, rows, sources_and_sinks, timeline
 from .views import Box, build
-from ..errors import InvalidValueError
 
 FONT = "Helvetica"
 STATE = "#1f4e8c"          # the chain through time
@@ -99,7 +99,7 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
         g.node("weights", label=_shared_legend(picture.shared, show_shapes), shape="plain")
     if scale is not None:
         g.node("legend", label=scale.legend(*([scale.note] if getattr(scale, "note", None) else [])), shape="plain")
-    from .display import as_picture          # displays inline in Jupyter through tapegrad's backends
+    from .display import as_picture  # displays inline in Jupyter through tapegrad's backends
     return as_picture(g)
 
 

@@ -1,6 +1,6 @@
 """‖∂L/∂h_t‖ per time step: how much gradient reaches each step's state (vanishing or preserved)."""
-from .graph import extract
 from ..errors import InvalidValueError
+from .graph import extract
 
 
 class GradientFlow:

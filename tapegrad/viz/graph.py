@@ -11,9 +11,9 @@ import gc
 
 import numpy as np
 
+from ..errors import ArgumentError, InvalidValueError
 from ..tape import Record, Tape
 from ..tensor import Tensor
-from ..errors import ArgumentError, InvalidValueError
 
 
 class Node:
