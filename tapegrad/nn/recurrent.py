@@ -17,7 +17,7 @@ from .. import tape as _tape
 from ..checkpoint import checkpoint
 from ..errors import AnomalyError, DTypeError, InvalidValueError, ShapeError
 from ..ops import concat, stack, where
-from ..tape import scope
+from ..tape import gc_paused, scope
 from ..tensor import Tensor
 from .cells import RecurrentCell
 from .module import Module, shape_of
@@ -76,7 +76,7 @@ def unroll(cell: Any, xs: Any, state: Any = None, lengths: Any = None, truncate:
         return stack(outputs, axis=time_axis), state
 
     time_axis = 0 if time_major else 1
-    with scope(_label(cell)):
+    with gc_paused(), scope(_label(cell)):
         if checkpoint_every is None:
             return run(state, xs, range(T))
         segments = []                   # each segment keeps only its inputs and final state; its records
