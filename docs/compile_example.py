@@ -23,7 +23,7 @@ def train_step(xs):
     return loss
 
 
-for step in range(3):                      # two tracing calls, then the replay
+for _ in range(3):                         # two tracing calls, then the replay
     W_xh.grad = W_hh.grad = None
     xs = rng.standard_normal((2, 1, 2))
     loss = train_step(xs)

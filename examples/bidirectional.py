@@ -92,7 +92,7 @@ def main(argv=None):
         model = build(kind, args.symbols, args.hidden, rng)
         opt = Adam(model.parameters(), lr=args.lr)
         curves[kind] = []
-        for step in progress(range(args.steps), f"{kind} steps", every=max(1, args.steps // 5)):
+        for _ in progress(range(args.steps), f"{kind} steps", every=max(1, args.steps // 5)):
             x, tags = make_batch(rng, args.batch, args.length, args.symbols)
             opt.zero_grad()
             loss = tg.cross_entropy(model(x), tags)

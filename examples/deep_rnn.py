@@ -132,7 +132,8 @@ def main(argv=None):
                **{f"final_accuracy_bias_{b}_per_seed": final[b] for b in curves},
                **{f"mean_accuracy_over_training_bias_{b}": curves[b][1].mean() for b in curves}}
     return finish(args, results, [
-        (state_shapes == [[2, 100]] * 3 and top_gap == 0, "MultiRNNCell states are not 3 x (2, 100) ending in the output"),
+        (state_shapes == [[2, 100]] * 3 and top_gap == 0,
+         "MultiRNNCell states are not 3 x (2, 100) ending in the output"),
         (final[1.0].mean() >= 0.9, f"forget bias 1.0 reaches only {final[1.0].mean():.3f} accuracy (chance 0.25)"),
     ])
 

@@ -15,8 +15,8 @@ Then an `RNNCell(3, 5)` is loaded with the same weights (W_x = Wx, W_h = Wy, b =
 `tapegrad.nn.unroll` two ways: on the list [X0, X1] (TensorFlow's static_rnn) and on the (4, 2, 3)
 tensor (dynamic_rnn, whose input projection is one matmul over both steps). The outputs are
 printed side by side and must be identical (bit for bit); the gradients of sum(Y0^2 + Y1^2) with
-respect to Wx, Wy and b must agree to float32 rounding (< 1e-6 relative). The tape of the hand-written version is printed (the two steps' records) and its
-unrolled graph rendered when the renderer is available.
+respect to Wx, Wy and b must agree to float32 rounding (< 1e-6 relative). The tape of the
+hand-written version is printed (the two steps' records) and its unrolled graph rendered when the renderer is available.
 """
 import numpy as np
 from common import example_parser, finish, out_dir, write_csv
@@ -93,7 +93,8 @@ def main(argv=None):
     # The hand-written steps and unroll compute the same products, but unroll may send them through BLAS in
     # other shapes (all steps' input projections at once), whose float32 sums may round differently: within
     # a few eps per term summed (3 inputs + 5 units), relative to the largest term.
-    scale = max(1.0, float(np.abs(X0).max()), float(np.abs(X1).max())) * float(np.abs(Wx.data).max() + np.abs(Wy.data).max())
+    scale = (max(1.0, float(np.abs(X0).max()), float(np.abs(X1).max()))
+             * float(np.abs(Wx.data).max() + np.abs(Wy.data).max()))
     tol = float(np.finfo(np.float32).eps) * 4 * (3 + 5) * scale
     results["float32_tolerance"] = tol
     checks = [(v <= tol, f"{k} is {v:.1e} > {tol:.1e}") for k, v in diffs.items()]

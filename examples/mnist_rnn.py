@@ -1,4 +1,5 @@
-"""Classify handwritten digits with 150 basic RNN neurons reading one image row per step (TensorFlow tutorial seed 004, #7).
+"""Classify handwritten digits with 150 basic RNN neurons reading one image row per step
+(TensorFlow tutorial seed 004, #7).
 
 Task (the tutorial's): an image of R rows x C columns is a sequence of R steps of C pixels (in
 [0, 1]); a fully connected layer of 10 neurons on the final state (after the last row) gives the
@@ -45,7 +46,8 @@ def accuracy(model, images, labels):
 
 def main(argv=None):
     parser = example_parser(__doc__, "out/mnist_rnn")
-    parser.add_argument("--data", default=None, help="folder with MNIST's IDX files (default: scikit-learn's 8x8 digits)")
+    parser.add_argument("--data", default=None,
+                        help="folder with MNIST's IDX files (default: scikit-learn's 8x8 digits)")
     parser.add_argument("--epochs", type=int, default=100, help="passes over the training set (tutorial: 100)")
     parser.add_argument("--batch", type=int, default=150, help="images per Adam step (tutorial: 150)")
     parser.add_argument("--neurons", type=int, default=150, help="recurrent neurons (tutorial: 150)")

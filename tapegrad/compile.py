@@ -36,6 +36,8 @@ What is baked in, and the guards:
 import collections
 import sys
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -250,7 +252,7 @@ class _Trace:
         return None
 
 
-_ACTIVE = []        # the open trace (one at a time)
+_ACTIVE: list["_Trace"] = []        # the open trace (one at a time)
 
 
 def _scope_text(scope):
@@ -345,8 +347,8 @@ def _traced_comparison(name, original):
     return compare
 
 
-_ORIG = {}
-_COMPARE_OPS = {}
+_ORIG: dict[str, Callable[..., Any]] = {}       # the functions _install replaced, by name
+_COMPARE_OPS: dict[str, "_CompareOp"] = {}
 _CMP = ("lt", "le", "gt", "ge", "eq", "ne")
 
 

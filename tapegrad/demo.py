@@ -2,7 +2,8 @@
 
 Trains an Elman RNN written from tapegrad ops on the min-char-rnn cos-regression seed (predict the
 next value of a noisy cos from the values so far), checks its BPTT gradients against finite
-differences, prints a two-step tape, and draws the unrolled graph (SVG and PNG, when a Graphviz backend is found), ending with the paths it wrote.
+differences, prints a two-step tape, and draws the unrolled graph (SVG and PNG, when a Graphviz
+backend is found), ending with the paths it wrote.
 """
 import argparse
 import os

@@ -6,7 +6,7 @@ from .errors import DTypeError, InvalidValueError, ShapeError
 from .op import defop, guarded
 from .ops import abs, exp, log, log_softmax, softplus, take_along_axis, where
 from .tape import describe_scope
-from .tensor import Tensor
+from .tensor import Tensor, TensorLike
 
 __all__ = ["mse_loss", "cross_entropy", "binary_cross_entropy_with_logits", "nll_loss", "l1_loss", "huber_loss",
            "kl_div"]
@@ -38,7 +38,7 @@ _mse = defop("mse_loss", _squared_error,
              lambda g, ans, p, t, reduction: -_mse_grad(g, p, t, reduction), params=("reduction",))
 
 
-def mse_loss(pred, target, reduction="mean"):
+def mse_loss(pred: Tensor, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Squared error (pred - target)**2, reduced by "mean" | "sum" | "none"; shapes must match."""
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise InvalidValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -46,7 +46,8 @@ def mse_loss(pred, target, reduction="mean"):
 
 
 @guarded
-def cross_entropy(logits, targets, reduction="mean", weight=None):
+def cross_entropy(logits: Tensor, targets: TensorLike, reduction: str = "mean",
+                  weight: TensorLike | None = None) -> Tensor:
     """Softmax cross-entropy from logits (..., C) and integer class targets (...).
 
     weight: optional per-element weights or 0/1 mask of the targets' shape; with "mean" the result
@@ -105,7 +106,7 @@ def _check_same_shape(a, b, op, names=("pred", "target")):
 
 
 @guarded
-def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
+def binary_cross_entropy_with_logits(logits: Tensor, targets: TensorLike, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of sigmoid(logits) against targets in [0, 1] (same shape as the logits):
     softplus(z) - z * t, which equals -(t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))) and is finite
     for any z (no log of a sigmoid that rounded to 0 or 1). Reduced by "mean" | "sum" | "none";
@@ -116,7 +117,8 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
 
 
 @guarded
-def nll_loss(log_probs, targets, reduction="mean", weight=None):
+def nll_loss(log_probs: Tensor, targets: TensorLike, reduction: str = "mean",
+             weight: TensorLike | None = None) -> Tensor:
     """Negative log-likelihood of integer class targets (...) under log-probabilities (..., C), e.g. the
     output of log_softmax(z, -1): -log_probs[..., targets]. Classes are the last axis, as in cross_entropy
     (PyTorch's nll_loss puts them on axis 1). weight: per-element weights or a 0/1 mask of the targets'
@@ -147,7 +149,7 @@ def nll_loss(log_probs, targets, reduction="mean", weight=None):
 
 
 @guarded
-def l1_loss(pred, target, reduction="mean"):
+def l1_loss(pred: Tensor, target: TensorLike, reduction: str = "mean") -> Tensor:
     """Absolute error |pred - target|, reduced by "mean" | "sum" | "none"; shapes must match. The gradient
     where pred == target is 0 (abs's subgradient)."""
     _check_reduction(reduction, "l1_loss")
@@ -156,7 +158,7 @@ def l1_loss(pred, target, reduction="mean"):
 
 
 @guarded
-def huber_loss(pred, target, delta=1.0, reduction="mean"):
+def huber_loss(pred: Tensor, target: TensorLike, delta: float = 1.0, reduction: str = "mean") -> Tensor:
     """Huber loss of d = pred - target: d^2 / 2 where |d| <= delta, delta (|d| - delta / 2) beyond
     (PyTorch's huber_loss; smooth_l1_loss is this divided by delta). Shapes must match; delta > 0."""
     _check_reduction(reduction, "huber_loss")
@@ -170,7 +172,7 @@ def huber_loss(pred, target, delta=1.0, reduction="mean"):
 
 
 @guarded
-def kl_div(log_q, p, reduction="mean", log_target=False):
+def kl_div(log_q: Tensor, p: Tensor | np.ndarray, reduction: str = "mean", log_target: bool = False) -> Tensor:
     """KL divergence with PyTorch's kl_div semantics: the input `log_q` holds log-probabilities of the
     model's distribution q, the target `p` probabilities (log-probabilities with log_target=True);
     the pointwise loss is p (log p - log_q), 0 where p = 0, so sum over classes is KL(p || q).

@@ -14,6 +14,8 @@ so an op like `add` keeps nothing alive.
 Called with no Tensor argument, a primitive is plain numpy: it returns a plain array.
 """
 import functools
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -73,7 +75,18 @@ class Joint:
         self.rule = rule
 
 
-def defop(name, forward, *vjps, keep="inputs", params=()):
+class Primitive(Protocol):
+    """What `defop` returns: called like its numpy forward (a Tensor when an input is a Tensor, a plain
+    array otherwise); `.op` is its Op."""
+    op: Op
+    __name__: str
+    __qualname__: str
+
+    def __call__(self, *args: Any, **kw: Any) -> Any: ...
+
+
+def defop(name: str, forward: Callable[..., Any], *vjps: Any, keep: str = "inputs",
+          params: tuple[str, ...] = ()) -> Primitive:
     """Make a primitive from a numpy `forward(*inputs, **params)` and one rule per input.
 
     Pass `None` for an input that is not differentiable (indices, conditions); pass a single
@@ -86,6 +99,7 @@ def defop(name, forward, *vjps, keep="inputs", params=()):
     op = Op(name, forward, vjps[0] if variadic else vjps, keep)
     n = None if variadic else len(vjps)
 
+    primitive: Callable[..., Any]           # one of three signatures, by the number of rules
     if n == 1:
         def primitive(x, *args, **kw):
             try:
@@ -120,12 +134,13 @@ def defop(name, forward, *vjps, keep="inputs", params=()):
                 return forward(*args, **kw)
             except _WRAPPED as e:
                 raise op_error(name, args, kw, e) from None
-    primitive.__name__ = primitive.__qualname__ = name
-    primitive.op = op
-    return primitive
+    prim = cast(Primitive, primitive)       # once per op definition, not per call
+    prim.__name__ = prim.__qualname__ = name
+    prim.op = op
+    return prim
 
 
-def record(op, datas, parents, grad, params):
+def record(op: Op, datas: tuple[Any, ...], parents: tuple[Any, ...], grad: bool, params: dict[str, Any]) -> Tensor:
     """Run `op`'s forward on the input arrays; record it if an input requires grad (or a Tape is open)."""
     out = op.forward(*datas, **params) if params else op.forward(*datas)
     if type(out) is not np.ndarray:
@@ -228,7 +243,10 @@ def op_error(name, values, params, cause):
     return cls(f"{name} of {operands}{extra}{describe_scope(_tape.CURRENT_SCOPE)}: {cause}")
 
 
-def guarded(fn):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def guarded(fn: _F) -> _F:
     """Decorator for public functions that are not primitives: their numpy/Python errors become tapegrad errors."""
     @functools.wraps(fn)
     def wrapper(*args, **kw):
@@ -236,4 +254,4 @@ def guarded(fn):
             return fn(*args, **kw)
         except _WRAPPED as e:
             raise op_error(fn.__name__, args, kw, e) from None
-    return wrapper
+    return cast(_F, wrapper)                # the wrapper keeps fn's signature (functools.wraps)

@@ -6,14 +6,17 @@ primitives, methods and operators only, so they are plain numpy on arrays and re
 import builtins
 import math
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .checkpoint import generator_for
 from .errors import ArgumentError, DTypeError, InvalidValueError, ShapeError
 from .indexed import IndexedGrad
-from .op import PerInput, defop, describe, guarded, identity
-from .tensor import Tensor
+from .op import PerInput, Primitive, defop, describe, guarded, identity
+from .tensor import Axis, Tensor, TensorLike
 
 
 def check_axis(op, axis, ndim):
@@ -49,6 +52,14 @@ def _spread(g, x, axis, keepdims, scale=1.0):
         return out
     return broadcast_to(g * scale if scale != 1.0 else g, x.shape)
 
+
+# Rules (lambdas) that call a primitive defined later in the module, or the primitive itself, need its
+# type declared: mypy infers the others from defop's return type.
+log: Primitive
+where: Primitive
+sign: Primitive
+astype: Primitive
+cos: Primitive
 
 # -- elementwise arithmetic ----------------------------------------------------------------------
 add = defop("add", np.add, identity, identity, keep="none")
@@ -227,7 +238,8 @@ def _mean(x, axis=None, keepdims=False):
 sum = defop("sum", lambda x, axis=None, keepdims=False: np.add.reduce(x, axis=axis, keepdims=keepdims),
             lambda g, ans, x, axis=None, keepdims=False: _spread(g, x, axis, keepdims), keep="none", params=_AXIS)
 mean = defop("mean", _mean,
-             lambda g, ans, x, axis=None, keepdims=False: _spread(g, x, axis, keepdims, 1 / (_count(x.shape, axis) or 1)),
+             lambda g, ans, x, axis=None, keepdims=False:
+             _spread(g, x, axis, keepdims, 1 / (_count(x.shape, axis) or 1)),
              keep="none", params=_AXIS)
 
 
@@ -350,7 +362,7 @@ def _parse_einsum(subscripts, shapes):
 
 
 @guarded
-def einsum(subscripts, *operands):
+def einsum(subscripts: str, *operands: TensorLike) -> Tensor:
     """Einstein summation, as numpy.einsum: einsum("bij,bjk->bik", a, b); any number of operands,
     ellipses, repeated indices (diagonals). Each operand's gradient is an einsum of the output gradient
     with the other operands."""
@@ -400,13 +412,13 @@ def _axes(op, axis, ndim):
 
 
 @guarded
-def var(x, axis=None, ddof=0, keepdims=False):
+def var(x: TensorLike, axis: Axis = None, ddof: int = 0, keepdims: bool = False) -> Tensor:
     """Variance over `axis` (all axes for None) with divisor N - ddof, as numpy.var."""
     return _var(x, axis=_axes("var", axis, np.ndim(_data(x))), ddof=ddof, keepdims=keepdims)
 
 
 @guarded
-def std(x, axis=None, ddof=0, keepdims=False):
+def std(x: TensorLike, axis: Axis = None, ddof: int = 0, keepdims: bool = False) -> Tensor:
     """Standard deviation, as numpy.std; its gradient where the deviation is 0 is 0 (not NaN)."""
     return _std(x, axis=_axes("std", axis, np.ndim(_data(x))), ddof=ddof, keepdims=keepdims)
 
@@ -431,7 +443,7 @@ _normp_op = defop("normp", _normp, _normp_vjp, keep="both")
 
 
 @guarded
-def norm(x, ord=2, axis=None, keepdims=False):
+def norm(x: TensorLike, ord: float = 2, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """The vector p-norm (sum |x|^ord)^(1/ord) over `axis` (all entries for None, so a matrix's 2-norm here
     is its Frobenius norm, as torch.norm, not numpy's spectral norm); ord >= 1 or inf.
 
@@ -506,6 +518,9 @@ take = defop("take", _take,
 take.__doc__ = "Gather rows (embedding lookup): `take(W, ids)` is W[ids] along `axis`; ids may repeat."
 
 
+_flip: Primitive              # the rules below call their own primitive
+_cumsum: Primitive
+_roll: Primitive
 _flip = defop("flip", lambda x, axis: np.flip(x, axis), lambda g, ans, x, axis: _flip(g, axis=axis), keep="none")
 _cumsum = defop("cumsum", lambda x, axis: np.cumsum(x, axis=axis),
                 lambda g, ans, x, axis: _flip(_cumsum(_flip(g, axis=axis), axis=axis), axis=axis), keep="none")
@@ -555,6 +570,8 @@ _take_along = defop("take_along_axis", _take_along_axis,
                     lambda g, ans, x, indices, axis: _indexed_grad(g, _along_axis_index(indices, x.shape, axis),
                                                                    x.shape),
                     None, params=("axis",))
+tril: Primitive               # each rule calls its own primitive
+triu: Primitive
 tril = defop("tril", lambda x, k=0: np.tril(x, k), lambda g, ans, x, k=0: tril(g, k=k), keep="none", params=("k",))
 triu = defop("triu", lambda x, k=0: np.triu(x, k), lambda g, ans, x, k=0: triu(g, k=k), keep="none", params=("k",))
 tril.__doc__ = "The lower triangle of the last two axes (entries above diagonal k zeroed), as numpy.tril."
@@ -579,22 +596,22 @@ _dropout = defop("dropout", np.multiply, lambda g, ans, x, mask: g * mask, None)
 
 # -- public wrappers with numpy-style signatures --------------------------------------------------
 @guarded
-def reshape(x, *shape):
+def reshape(x: TensorLike, *shape: int | Sequence[int]) -> Tensor:
     """`x` with a new shape (`reshape(x, 2, 3)` or `reshape(x, (2, 3))`); -1 infers one axis."""
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return _reshape(x, shape=tuple(shape))
+    dims = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return _reshape(x, shape=tuple(dims))
 
 
 @guarded
-def transpose(x, *axes):
+def transpose(x: TensorLike, *axes: int | Sequence[int] | None) -> Tensor:
     """Permute the axes (reverse them when none are given); negative axes count from the end."""
-    axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list, type(None))) else axes
-    if not axes:
+    order: Any = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list, type(None))) else axes
+    if not order:
         return _transpose(x, axes=None)
     ndim = np.ndim(_data(x))
-    perm = tuple(check_axis("transpose", a, ndim) for a in axes)
+    perm = tuple(check_axis("transpose", a, ndim) for a in order)
     if sorted(perm) != list(range(ndim)):
-        raise ShapeError(f"transpose: axes {tuple(axes)} are not a permutation of the {ndim} axes of shape "
+        raise ShapeError(f"transpose: axes {tuple(order)} are not a permutation of the {ndim} axes of shape "
                          f"{np.shape(_data(x))}")
     return _transpose(x, axes=perm)
 
@@ -611,23 +628,23 @@ def _sequence(op, tensors):
 
 
 @guarded
-def concat(tensors, axis=0):
+def concat(tensors: Iterable[TensorLike], axis: int = 0) -> Tensor:
     """Join a sequence of tensors along an existing axis."""
-    tensors = _sequence("concat", tensors)
-    axis = check_axis("concat", axis, np.ndim(_data(tensors[0])))
-    offsets = np.cumsum([0] + [np.shape(_data(t))[axis] for t in tensors]).tolist()
-    return _concat(*tensors, axis=axis, offsets=tuple(offsets))
+    ts = _sequence("concat", tensors)
+    axis = check_axis("concat", axis, np.ndim(_data(ts[0])))
+    offsets = np.cumsum([0] + [np.shape(_data(t))[axis] for t in ts]).tolist()
+    return _concat(*ts, axis=axis, offsets=tuple(offsets))
 
 
 @guarded
-def stack(tensors, axis=0):
+def stack(tensors: Iterable[TensorLike], axis: int = 0) -> Tensor:
     """Join a sequence of same-shape tensors along a new axis."""
-    tensors = _sequence("stack", tensors)
-    return _stack(*tensors, axis=check_axis("stack", axis, np.ndim(_data(tensors[0])) + 1))
+    ts = _sequence("stack", tensors)
+    return _stack(*ts, axis=check_axis("stack", axis, np.ndim(_data(ts[0])) + 1))
 
 
 @guarded
-def split(x, sections, axis=-1):
+def split(x: TensorLike, sections: Any, axis: int = -1) -> tuple[Tensor, ...]:
     """Split into `sections` equal parts (an int) or at the given indices; each part is a getitem."""
     n = np.shape(_data(x))[axis]
     if isinstance(sections, numbers.Integral):
@@ -653,7 +670,7 @@ def dropout(x, p, rng, training=True):
 
 
 @guarded
-def one_hot(indices, num_classes, dtype=None):
+def one_hot(indices: TensorLike, num_classes: int, dtype: DTypeLike | None = None) -> Tensor:
     """Non-differentiable: (..., ) integer indices -> (..., num_classes) floats."""
     idx = _int_array(indices, "one_hot")
     if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
@@ -672,14 +689,14 @@ def _flat_axes(x, axis, op):
 
 
 @guarded
-def cumsum(x, axis=None):
+def cumsum(x: TensorLike, axis: int | None = None) -> Tensor:
     """Running sums along `axis` (of the flattened tensor for None), as numpy.cumsum."""
     x, axis = _flat_axes(x, axis, "cumsum")
     return _cumsum(x, axis=axis)
 
 
 @guarded
-def flip(x, axis=None):
+def flip(x: TensorLike, axis: Axis = None) -> Tensor:
     """Reverse the order along `axis` (an int, a tuple, or every axis for None), as numpy.flip."""
     ndim = np.ndim(_data(x))
     axes = tuple(range(ndim)) if axis is None else _axes("flip", axis, ndim)
@@ -687,7 +704,7 @@ def flip(x, axis=None):
 
 
 @guarded
-def roll(x, shift, axis=None):
+def roll(x: TensorLike, shift: Any, axis: Axis = None) -> Tensor:
     """Shift entries cyclically by `shift` along `axis` (of the flattened tensor for None), as numpy.roll."""
     if axis is None:
         shape = np.shape(_data(x))
@@ -700,20 +717,20 @@ def roll(x, shift, axis=None):
 
 
 @guarded
-def pad(x, pad_width, constant_values=0):
+def pad(x: TensorLike, pad_width: Any, constant_values: float = 0) -> Tensor:
     """Pad with a constant (numpy.pad's constant mode): pad_width is n, (before, after) or one pair per axis."""
     ndim = np.ndim(_data(x))
     widths = np.broadcast_to(np.asarray(pad_width), (ndim, 2))
     if widths.dtype.kind not in "iu" or (widths < 0).any():
         raise InvalidValueError(f"pad: pad_width must be non-negative integers, got {pad_width!r}")
-    widths = tuple((int(b), int(a)) for b, a in widths)
+    pairs = tuple((int(b), int(a)) for b, a in widths)
     if not isinstance(constant_values, numbers.Real):
         raise InvalidValueError(f"pad: constant_values must be a number, got {describe(constant_values)}")
-    return _pad(x, pad_width=widths, constant_values=constant_values)
+    return _pad(x, pad_width=pairs, constant_values=constant_values)
 
 
 @guarded
-def tile(x, reps):
+def tile(x: TensorLike, reps: Any) -> Tensor:
     """Repeat the whole tensor `reps` times per axis, as numpy.tile."""
     reps = (int(reps),) if isinstance(reps, numbers.Integral) else tuple(int(r) for r in reps)
     ndim = np.ndim(_data(x))
@@ -722,7 +739,7 @@ def tile(x, reps):
 
 
 @guarded
-def repeat(x, repeats, axis=None):
+def repeat(x: TensorLike, repeats: int | ArrayLike, axis: int | None = None) -> Tensor:
     """Repeat each entry `repeats` times (an int, or one count per entry) along `axis` (flattened for None),
     as numpy.repeat."""
     x, axis = _flat_axes(x, axis, "repeat")
@@ -740,7 +757,7 @@ def repeat(x, repeats, axis=None):
 
 
 @guarded
-def take_along_axis(x, indices, axis):
+def take_along_axis(x: TensorLike, indices: TensorLike, axis: int | None) -> Tensor:
     """Pick entries along `axis` by `indices` (same number of axes as x), as numpy.take_along_axis; the
     gradient of an index picked repeatedly accumulates. axis None: x is flattened."""
     idx = np.asarray(_data(indices))
@@ -796,9 +813,8 @@ def _reflected(fn):
 for _name, _fn in [("add", add), ("sub", sub), ("mul", mul), ("truediv", div), ("pow", pow), ("matmul", matmul)]:
     setattr(Tensor, f"__{_name}__", _fn)
     setattr(Tensor, f"__r{_name}__", _reflected(_fn))
-Tensor.__neg__ = neg
-Tensor.__getitem__ = _getitem_method
-Tensor.__iter__ = _iter
+for _name, _method in [("neg", neg), ("getitem", _getitem_method), ("iter", _iter)]:
+    setattr(Tensor, f"__{_name}__", _method)   # setattr: tensor.py declares these for type checkers only
 for _name, _ufunc in [("lt", np.less), ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal),
                       ("eq", np.equal), ("ne", np.not_equal)]:
     setattr(Tensor, f"__{_name}__", _comparison(_ufunc))
@@ -806,7 +822,6 @@ for _f in [exp, log, sqrt, tanh, sigmoid, relu, abs, clip, log1p, expm1, sin, co
            argmax, argmin, cumsum, logsumexp, softmax, log_softmax, reshape, transpose, expand_dims, squeeze,
            broadcast_to, astype, repeat]:
     setattr(Tensor, _f.__name__, _f)
-Tensor.T = property(lambda self: transpose(self))
 
 
 def _matrix_transpose(self):
@@ -815,4 +830,5 @@ def _matrix_transpose(self):
     return _transpose(self, axes=tuple(range(self.ndim - 2)) + (self.ndim - 1, self.ndim - 2))
 
 
-Tensor.mT = property(_matrix_transpose)
+for _name, _prop in [("T", property(lambda self: transpose(self))), ("mT", property(_matrix_transpose))]:
+    setattr(Tensor, _name, _prop)

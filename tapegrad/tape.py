@@ -9,11 +9,12 @@ import gc
 import itertools
 import weakref
 from contextlib import contextmanager
+from typing import Any
 
 # Recording state. Module globals, because the per-op path reads them on every op.
 GRAD_ENABLED = True
 CURRENT_SCOPE = None          # innermost Scope, or None
-ACTIVE_TAPES = []             # Tapes whose `with` block is open
+ACTIVE_TAPES: list["Tape"] = []   # Tapes whose `with` block is open
 _counter = itertools.count()
 
 
@@ -252,7 +253,8 @@ ANOMALY = False               # set by anomaly.detect_anomaly()
 # tell a saved leaf array that changed after the record that saved it. LAST_WRITE lets the sweep
 # skip the check when nothing was written since the graph began (the usual forward/backward/step).
 LAST_WRITE = -1
-_WRITES = {}                  # id(tensor) -> (weak reference to it, stamp of its last in-place write)
+# id(tensor) -> (weak reference to it, stamp of its last in-place write)
+_WRITES: dict[int, tuple[weakref.ref[Any], int]] = {}
 
 
 def mark_written(tensor):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import DTypeError, ShapeError
 
@@ -220,6 +221,11 @@ class Tensor:
         if self.name:
             extras.append(f"name={self.name!r}")
         return f"Tensor({body}, {', '.join(extras)})"
+
+
+# For annotations: what ops accept as an operand (a Tensor, or anything numpy makes an array of), and an axis argument.
+TensorLike = Tensor | ArrayLike
+Axis = int | tuple[int, ...] | None
 
 
 from . import notebook as _notebook  # noqa: E402  (tables for Jupyter; notebook.py imports nothing of ours)

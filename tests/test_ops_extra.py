@@ -303,7 +303,8 @@ def test_sign_is_exported():
 
 # -- einsum --------------------------------------------------------------------------------------
 EINSUM = [("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]), ("bi,ij->bj", [(3, 4), (4, 2)]),
-          ("bth,bh->bt", [(2, 5, 3), (2, 3)]), ("i,i->", [(4,), (4,)]), ("bi,oij,bj->bo", [(2, 3), (5, 3, 4), (2, 4)]), ("ij->ji", [(2, 3)]),
+          ("bth,bh->bt", [(2, 5, 3), (2, 3)]), ("i,i->", [(4,), (4,)]), ("bi,oij,bj->bo", [(2, 3), (5, 3, 4), (2, 4)]),
+          ("ij->ji", [(2, 3)]),
           ("ij->i", [(2, 3)]), ("ij,k->ijk", [(2, 3), (2,)]), ("ii->i", [(3, 3)]), ("ii", [(3, 3)]),
           ("ij,jk", [(2, 3), (3, 4)]), ("...ij,...jk->...ik", [(2, 3, 4), (4, 2)]), ("ij,ij->ij", [(1, 3), (2, 3)]),
           (",i->i", [(), (3,)]), ("bij,bkj->bik", [(2, 3, 4), (2, 5, 4)])]
@@ -481,7 +482,7 @@ def test_cross_entropy_allows_minus_inf_on_other_classes():
 
 def test_mT_of_fewer_than_two_axes_says_so():
     with pytest.raises(tg.ShapeError, match="at least 2"):
-        tg.tensor(np.ones(3)).mT
+        _ = tg.tensor(np.ones(3)).mT
     assert leaf((2, 3, 4)).mT.shape == (2, 4, 3)
 
 

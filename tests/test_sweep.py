@@ -67,7 +67,8 @@ def test_0d_indexed_gradient_and_reuse():
     assert v.grad.tolist() == pytest.approx([0.0, 3.0, 0.0])
 
 
-@pytest.mark.parametrize("make", [lambda ps: tg.optim.SGD(ps, lr=0.1), lambda ps: tg.optim.SGD(ps, lr=0.1, momentum=0.9),
+@pytest.mark.parametrize("make", [lambda ps: tg.optim.SGD(ps, lr=0.1),
+                                  lambda ps: tg.optim.SGD(ps, lr=0.1, momentum=0.9),
                                   lambda ps: tg.optim.Adam(ps, lr=0.1), lambda ps: tg.optim.RMSprop(ps, lr=0.1),
                                   lambda ps: tg.optim.Adagrad(ps, lr=0.1)])
 def test_optimizers_update_0d_parameters_in_place(make):

@@ -44,7 +44,7 @@ def test_weight_used_at_50_steps_gets_sum_of_contributions():
     W, x = param(4, 4), param(3, 4)
     with tg.Tape():
         h, hs = x, []
-        for t in range(T):
+        for _ in range(T):
             h = tg.tanh(h @ W)
             hs.append(h)
         loss = tg.stack(hs).sum()

@@ -139,7 +139,7 @@ def test_ops_detail_draws_a_dashed_copy_of_each_weight_inside_every_step():
     steps = step_clusters(clusters)
     where = {i: k for k, c in enumerate(steps) for i in c[2]}
     assert all(p in where for p in proxies)
-    for k, c in enumerate(steps):                                  # the same weights in every step
+    for c in steps:                                                # the same weights in every step
         assert sorted(nodes[i][0] for i in c[2] if i in proxies) == ["W_hh", "W_hy", "W_xh", "b_h", "b_y"]
     for s, d, _ in visible(edges):                                 # no parameter edge leaves its step
         if s in proxies:

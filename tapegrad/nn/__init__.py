@@ -11,6 +11,6 @@ from .layers import Dropout, Embedding, LayerNorm, Linear, Sequential
 from .module import Module, Parameter
 from .recurrent import Bidirectional, StackedRNN, detach_state, reverse_sequences, unroll
 
-__all__ = ["init", "torch_bridge", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential", "LayerNorm",
-           "RecurrentCell", "RNNCell", "LSTMCell", "GRUCell", "unroll", "detach_state", "reverse_sequences", "StackedRNN",
-           "Bidirectional"]
+__all__ = ["init", "torch_bridge", "Module", "Parameter", "Linear", "Embedding", "Dropout", "Sequential",
+           "LayerNorm", "RecurrentCell", "RNNCell", "LSTMCell", "GRUCell", "unroll", "detach_state",
+           "reverse_sequences", "StackedRNN", "Bidirectional"]

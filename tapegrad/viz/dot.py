@@ -185,7 +185,8 @@ def _shared_legend(shared, show_shapes):
                    for name, shape in shared)
     return (f'<<TABLE BORDER="1" COLOR="#999999" CELLBORDER="0" CELLSPACING="4" CELLPADDING="3">'
             f'<TR><TD COLSPAN="2"><B>shared weights</B></TD></TR>{rows}'
-            f'<TR><TD COLSPAN="2" ALIGN="LEFT">dashed: one shared tensor, a copy in each step that reads it</TD></TR></TABLE>>')
+            f'<TR><TD COLSPAN="2" ALIGN="LEFT">dashed: one shared tensor, a copy in each step that reads it'
+            f'</TD></TR></TABLE>>')
 
 
 def _scale(picture):
