@@ -152,7 +152,25 @@ STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step}
 # step functions above (checked in tests/test_compile.py); `make_careful(cell, p, T, B)` returns
 # step(xs, ys) -> (loss, grads), grads keyed like p (per-gate views into the fused gradients).
 
-class CarefulLSTM:
+class _CarefulOutput:
+    """The output layer and mean squared error of all steps at once, and their gradients (V, c, dL/dh_t)."""
+
+    def output_layer(self, hs, ys):
+        T, B, H = self.T, self.B, self.H
+        Hs = hs[1:].reshape(T * B, H)
+        Y = self.Y
+        np.dot(Hs, self.V, out=Y)
+        Y += self.c
+        Y -= ys.reshape(T * B, -1)                               # diff
+        loss = np.vdot(Y, Y) / (B * Y.shape[1])
+        Y *= 2.0 / (B * Y.shape[1])                              # d loss / d yhat
+        np.dot(Hs.T, Y, out=self.g["V"])
+        np.add.reduce(Y, axis=0, out=self.g["c"])
+        np.dot(Y, self.VT, out=self.dH)
+        return loss, self.dH.reshape(T, B, H)
+
+
+class CarefulLSTM(_CarefulOutput):
     """LSTM with fused gates in the order i, f, o (sigmoid, one call) then g (tanh)."""
     order = "ifog"
 
@@ -200,19 +218,8 @@ class CarefulLSTM:
             cs[t + 1] += self.t1
             np.tanh(cs[t + 1], out=tc[t])
             np.multiply(o, tc[t], out=hs[t + 1])
-        # output layer of all steps at once
-        Hs = hs[1:].reshape(T * B, H)
-        Y = self.Y
-        np.dot(Hs, self.V, out=Y)
-        Y += self.c
-        Y -= ys.reshape(T * B, -1)                               # diff
-        loss = np.vdot(Y, Y) / (B * Y.shape[1])
-        Y *= 2.0 / (B * Y.shape[1])                              # d loss / d yhat
+        loss, dH = self.output_layer(hs, ys)
         gr = self.g
-        np.dot(Hs.T, Y, out=gr["V"])
-        np.add.reduce(Y, axis=0, out=gr["c"])
-        np.dot(Y, self.VT, out=self.dH)
-        dH = self.dH.reshape(T, B, H)
         dh, dc, dnext, cnext, t1, t2 = self.dh, self.dc, self.dnext, self.cnext, self.t1, self.t2
         dnext[...] = 0.0
         cnext[...] = 0.0
@@ -252,7 +259,7 @@ class CarefulLSTM:
         return float(loss), grads
 
 
-class CarefulElman:
+class CarefulElman(_CarefulOutput):
     def __init__(self, p, T, B):
         H, O = p["W"].shape[0], p["V"].shape[1]
         D = p["U"].shape[0]
@@ -274,18 +281,8 @@ class CarefulElman:
             np.dot(hs[t], self.W, out=tmp)
             tmp += A[t]
             np.tanh(tmp, out=hs[t + 1])
-        Hs = hs[1:].reshape(T * B, H)
-        Y = self.Y
-        np.dot(Hs, self.V, out=Y)
-        Y += self.c
-        Y -= ys.reshape(T * B, -1)
-        loss = np.vdot(Y, Y) / (B * Y.shape[1])
-        Y *= 2.0 / (B * Y.shape[1])
+        loss, dH = self.output_layer(hs, ys)
         gr = self.g
-        np.dot(Hs.T, Y, out=gr["V"])
-        np.add.reduce(Y, axis=0, out=gr["c"])
-        np.dot(Y, self.VT, out=self.dH)
-        dH = self.dH.reshape(T, B, H)
         dnext = self.dnext
         dnext[...] = 0.0
         for t in reversed(range(T)):
@@ -302,7 +299,7 @@ class CarefulElman:
         return float(loss), dict(gr)
 
 
-class CarefulGRU:
+class CarefulGRU(_CarefulOutput):
     """GRU with r and z fused (one (H, 2H) recurrent product, one sigmoid), n after them."""
 
     def __init__(self, p, T, B):
@@ -347,18 +344,8 @@ class CarefulGRU:
             np.subtract(h, n, out=t1)                            # h_t = n + z (h - n) = (1 - z) n + z h
             t1 *= zg
             np.add(n, t1, out=hs[t + 1])
-        Hs = hs[1:].reshape(T * B, H)
-        Y = self.Y
-        np.dot(Hs, self.V, out=Y)
-        Y += self.c
-        Y -= ys.reshape(T * B, -1)
-        loss = np.vdot(Y, Y) / (B * Y.shape[1])
-        Y *= 2.0 / (B * Y.shape[1])
+        loss, dH = self.output_layer(hs, ys)
         gr = self.g
-        np.dot(Hs.T, Y, out=gr["V"])
-        np.add.reduce(Y, axis=0, out=gr["c"])
-        np.dot(Y, self.VT, out=self.dH)
-        dH = self.dH.reshape(T, B, H)
         dh, dnext, drh = self.dh, self.dnext, self.drh
         dnext[...] = 0.0
         for t in reversed(range(T)):

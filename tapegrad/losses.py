@@ -55,29 +55,8 @@ def cross_entropy(logits: Tensor, targets: TensorLike, reduction: str = "mean",
     Stable for large logits (log-softmax subtracts the max); a logit of -inf (a masked class) is allowed
     for classes that are not the target.
     """
-    shape = np.shape(_data(logits))
-    t = np.asarray(_data(targets))
-    if t.dtype.kind not in "iu":
-        raise DTypeError(f"cross_entropy: targets must be integer class indices, got dtype {t.dtype} "
-                         f"with shape {t.shape}")
-    if not shape or t.shape != shape[:-1]:
-        raise ShapeError(f"cross_entropy: logits {shape} need targets of shape {shape[:-1]}, got {t.shape}")
-    classes = shape[-1]
-    if t.size and (t.min() < 0 or t.max() >= classes):
-        raise ShapeError(f"cross_entropy: targets must lie in [0, {classes}) for logits {shape}, "
-                         f"got values in [{t.min()}, {t.max()}]")
-    dtype = _data(logits).dtype
-    # the target's log-probability picked (not multiplied by a one-hot: a -inf masking logit times 0 is NaN)
-    losses = -take_along_axis(log_softmax(logits, -1), t[..., None], axis=-1).reshape(t.shape)
-    if weight is None:
-        return _reduce(losses, reduction, "cross_entropy")
-    w = np.asarray(_data(weight), dtype=dtype)
-    if w.shape != t.shape:
-        raise ShapeError(f"cross_entropy: weight has shape {w.shape}, targets have shape {t.shape}")
-    losses = losses * w
-    if reduction == "mean":
-        return losses.sum() / max(float(w.sum()), np.finfo(dtype).tiny)
-    return _reduce(losses, reduction, "cross_entropy")
+    _check_reduction(reduction, "cross_entropy")
+    return _picked(logits, targets, reduction, weight, "cross_entropy", "logits", lambda z: log_softmax(z, -1))
 
 
 def _reduce(losses, reduction, op):
@@ -125,27 +104,32 @@ def nll_loss(log_probs: Tensor, targets: TensorLike, reduction: str = "mean",
     shape, as in cross_entropy ("mean" is then sum(weight * loss) / sum(weight)). A -inf log-probability
     of a class that is not a target does no harm (it is picked, never multiplied by 0)."""
     _check_reduction(reduction, "nll_loss")
-    shape = np.shape(_data(log_probs))
+    return _picked(log_probs, targets, reduction, weight, "nll_loss", "log_probs", lambda x: x)
+
+
+def _picked(scores, targets, reduction, weight, op, what, log_probs_of):
+    """-log_probs_of(scores)[..., targets] for scores (..., C), reduced (a weighted mean with `weight`)."""
+    shape = np.shape(_data(scores))
     t = np.asarray(_data(targets))
     if t.dtype.kind not in "iu":
-        raise DTypeError(f"nll_loss: targets must be integer class indices, got dtype {t.dtype} "
-                         f"with shape {t.shape}")
+        raise DTypeError(f"{op}: targets must be integer class indices, got dtype {t.dtype} with shape {t.shape}")
     if not shape or t.shape != shape[:-1]:
-        raise ShapeError(f"nll_loss: log_probs {shape} need targets of shape {shape[:-1]}, got {t.shape}")
+        raise ShapeError(f"{op}: {what} {shape} need targets of shape {shape[:-1]}, got {t.shape}")
     if t.size and (t.min() < 0 or t.max() >= shape[-1]):
-        raise ShapeError(f"nll_loss: targets must lie in [0, {shape[-1]}) for log_probs {shape}, "
+        raise ShapeError(f"{op}: targets must lie in [0, {shape[-1]}) for {what} {shape}, "
                          f"got values in [{t.min()}, {t.max()}]")
-    losses = -take_along_axis(log_probs, t[..., None], axis=-1).reshape(t.shape)
+    # the target's log-probability picked (not multiplied by a one-hot: a -inf masking logit times 0 is NaN)
+    losses = -take_along_axis(log_probs_of(scores), t[..., None], axis=-1).reshape(t.shape)
     if weight is None:
-        return _reduce(losses, reduction, "nll_loss")
-    dtype = _data(log_probs).dtype
+        return _reduce(losses, reduction, op)
+    dtype = _data(scores).dtype
     w = np.asarray(_data(weight), dtype=dtype)
     if w.shape != t.shape:
-        raise ShapeError(f"nll_loss: weight has shape {w.shape}, targets have shape {t.shape}")
+        raise ShapeError(f"{op}: weight has shape {w.shape}, targets have shape {t.shape}")
     losses = losses * w
     if reduction == "mean":
         return losses.sum() / max(float(w.sum()), np.finfo(dtype).tiny)
-    return _reduce(losses, reduction, "nll_loss")
+    return _reduce(losses, reduction, op)
 
 
 @guarded

@@ -31,6 +31,18 @@ def table_markdown(head, rows, caption=None):
     return (f"**{caption}**\n\n" if caption else "") + "\n".join(lines)
 
 
+def _displays(table):
+    """The (html, markdown) display functions of `table(obj) -> (caption, head, rows)`."""
+    def as_html(obj):
+        caption, head, rows = table(obj)
+        return table_html(head, rows, caption)
+
+    def as_markdown(obj):
+        caption, head, rows = table(obj)
+        return table_markdown(head, rows, caption)
+    return as_html, as_markdown
+
+
 def _clip(rows):
     if len(rows) <= MAX_ROWS:
         return rows
@@ -54,14 +66,7 @@ def tensor_table(t):
     return "Tensor", ("field", "value"), rows
 
 
-def tensor_html(t):
-    caption, head, rows = tensor_table(t)
-    return table_html(head, rows, caption)
-
-
-def tensor_markdown(t):
-    caption, head, rows = tensor_table(t)
-    return table_markdown(head, rows, caption)
+tensor_html, tensor_markdown = _displays(tensor_table)
 
 
 # -- Tape ------------------------------------------------------------------------------------------------
@@ -86,14 +91,7 @@ def tape_table(tape):
     return caption, ("#", "op", "inputs", "shape", "dtype", "module", "t"), _clip(rows)
 
 
-def tape_html(tape):
-    caption, head, rows = tape_table(tape)
-    return table_html(head, rows, caption)
-
-
-def tape_markdown(tape):
-    caption, head, rows = tape_table(tape)
-    return table_markdown(head, rows, caption)
+tape_html, tape_markdown = _displays(tape_table)
 
 
 # -- Module ----------------------------------------------------------------------------------------------
@@ -107,11 +105,4 @@ def module_table(module):
     return caption, ("parameter", "shape", "dtype", "size", "grad"), _clip(rows)
 
 
-def module_html(module):
-    caption, head, rows = module_table(module)
-    return table_html(head, rows, caption)
-
-
-def module_markdown(module):
-    caption, head, rows = module_table(module)
-    return table_markdown(head, rows, caption)
+module_html, module_markdown = _displays(module_table)
