@@ -128,6 +128,8 @@ def defop(name: str, forward: Callable[..., Any], *vjps: Any, keep: str = "input
     else:
         def primitive(*args, **kw):
             try:
+                if n is not None and len(args) != n:
+                    raise ArgumentError(f"{name} takes {n} inputs, got {len(args)}")
                 for a in args:
                     if isinstance(a, Tensor):
                         return record(op, *_unpack(op, args), kw)
