@@ -1,5 +1,9 @@
 """Losses, composed of primitives (so every order of derivative comes with them)."""
+from collections.abc import Callable, Sequence
+from typing import Any, overload
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import tape as _tape
 from .errors import DTypeError, InvalidValueError, ShapeError
@@ -14,7 +18,7 @@ __all__ = ["mse_loss", "cross_entropy", "binary_cross_entropy_with_logits", "nll
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _squared_error(pred, target, reduction):
+def _squared_error(pred: ArrayLike, target: ArrayLike, reduction: str) -> Any:
     if np.shape(pred) != np.shape(target):
         raise ShapeError(f"mse_loss: pred has shape {np.shape(pred)} but target has shape {np.shape(target)}"
                          f"{describe_scope(_tape.CURRENT_SCOPE)}")
@@ -25,7 +29,7 @@ def _squared_error(pred, target, reduction):
     return total / diff.size if reduction == "mean" else total
 
 
-def _mse_grad(g, pred, target, reduction):
+def _mse_grad(g: Any, pred: np.ndarray, target: np.ndarray, reduction: str) -> np.ndarray:
     """d loss / d pred; the target's gradient is its negative."""
     scale = 2 / np.size(pred) if reduction == "mean" else 2
     if type(g) is np.ndarray and g.ndim == 0:   # a reduced loss (first order): scale by a Python number
@@ -59,7 +63,7 @@ def cross_entropy(logits: Tensor, targets: TensorLike, reduction: str = "mean",
     return _picked(logits, targets, reduction, weight, "cross_entropy", "logits", lambda z: log_softmax(z, -1))
 
 
-def _reduce(losses, reduction, op):
+def _reduce(losses: Tensor, reduction: str, op: str) -> Tensor:
     if reduction == "mean":
         return losses.mean()
     if reduction == "sum":
@@ -69,16 +73,20 @@ def _reduce(losses, reduction, op):
     raise InvalidValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _data(x):
+@overload
+def _data(x: Tensor) -> np.ndarray: ...
+@overload
+def _data(x: ArrayLike) -> ArrayLike: ...
+def _data(x: TensorLike) -> ArrayLike:
     return x.data if isinstance(x, Tensor) else x
 
 
-def _check_reduction(reduction, op, extra=()):
+def _check_reduction(reduction: str, op: str, extra: Sequence[str] = ()) -> None:
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS + tuple(extra):
         raise InvalidValueError(f"{op}: reduction must be one of {_REDUCTIONS + tuple(extra)}, got {reduction!r}")
 
 
-def _check_same_shape(a, b, op, names=("pred", "target")):
+def _check_same_shape(a: TensorLike, b: TensorLike, op: str, names: tuple[str, str] = ("pred", "target")) -> None:
     if np.shape(_data(a)) != np.shape(_data(b)):
         raise ShapeError(f"{op}: {names[0]} has shape {np.shape(_data(a))} but {names[1]} has shape "
                          f"{np.shape(_data(b))}{describe_scope(_tape.CURRENT_SCOPE)}")
@@ -107,7 +115,8 @@ def nll_loss(log_probs: Tensor, targets: TensorLike, reduction: str = "mean",
     return _picked(log_probs, targets, reduction, weight, "nll_loss", "log_probs", lambda x: x)
 
 
-def _picked(scores, targets, reduction, weight, op, what, log_probs_of):
+def _picked(scores: Tensor, targets: TensorLike, reduction: str, weight: TensorLike | None, op: str, what: str,
+            log_probs_of: Callable[[Tensor], Tensor]) -> Tensor:
     """-log_probs_of(scores)[..., targets] for scores (..., C), reduced (a weighted mean with `weight`)."""
     shape = np.shape(_data(scores))
     t = np.asarray(_data(targets))

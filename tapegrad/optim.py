@@ -14,6 +14,8 @@ shaped like the parameter), and `state_dict()` / `load_state_dict()` carry all o
 import math
 import numbers
 import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,12 +34,13 @@ class Optimizer:
     """
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, params, **hyper):
+    def __init__(self, params: Iterable[Tensor], **hyper: Any) -> None:
         self.params = _param_list(params, type(self).__name__)
         self.hyper = self._check_hyper(hyper)
         self.step_count = 0
         names = self._state_names(self.hyper)
-        self.state = [dict(step=0, **{n: np.zeros_like(p.data) for n in names}) for p in self.params]
+        self.state: list[dict[str, Any]] = [dict(step=0, **{n: np.zeros_like(p.data) for n in names})
+                                            for p in self.params]
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
@@ -96,7 +99,7 @@ class Optimizer:
         state = [self._restored_state(owner, i, p, s, names) for i, (p, s) in enumerate(zip(self.params, saved))]
         self.hyper, self.step_count, self.state = hyper, step_count, state
 
-    def _restored_state(self, owner, i, p, saved, names):
+    def _restored_state(self, owner: str, i: int, p: Tensor, saved: Any, names: tuple[str, ...]) -> dict[str, Any]:
         where = f"state[{i}]"
         _expect_keys(owner, where, saved, ("step",) + names)
         state = {"step": _count(owner, f"{where}['step']", saved["step"])}
@@ -112,13 +115,13 @@ class Optimizer:
             state[n] = arr.copy()
         return state
 
-    def _state_names(self, hyper):
+    def _state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
         return self.state_names
 
-    def _check_hyper(self, hyper):
+    def _check_hyper(self, hyper: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _update(self, p, g, state, **hyper):
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, Any], **hyper: Any) -> None:
         raise NotImplementedError
 
 
@@ -126,10 +129,11 @@ class SGD(Optimizer):
     """Stochastic gradient descent as PyTorch's (dampening 0): with weight decay d = g + wd p; with momentum
     buf = momentum buf + d and d = buf (or d + momentum buf with nesterov); then p -= lr d."""
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
-    def _check_hyper(self, h):
+    def _check_hyper(self, h: dict[str, Any]) -> dict[str, Any]:
         owner = type(self).__name__
         for name in ("lr", "momentum", "weight_decay"):
             _check_range(owner, name, h[name])
@@ -138,10 +142,12 @@ class SGD(Optimizer):
                              f"got nesterov={h['nesterov']!r} with momentum={h['momentum']!r}")
         return h
 
-    def _state_names(self, hyper):
+    def _state_names(self, hyper: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if hyper["momentum"] else ()
 
-    def _update(self, p, g, state, lr, momentum, nesterov, weight_decay):
+    def _update(self,  # type: ignore[override]  # hyper-parameters by name, where the base takes **hyper
+                p: np.ndarray, g: np.ndarray, state: dict[str, Any], lr: float, momentum: float,
+                nesterov: bool, weight_decay: float) -> None:
         tmp = np.empty_like(p)
         d = g
         if weight_decay:
@@ -162,15 +168,16 @@ class Adagrad(Optimizer):
     """Adagrad as min-char-rnn's: sum += g*g; p -= lr g / sqrt(sum + eps) (eps inside the root)."""
     state_names = ("sum",)
 
-    def __init__(self, params, lr=0.01, eps=1e-8):
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.01, eps: float = 1e-8) -> None:
         super().__init__(params, lr=lr, eps=eps)
 
-    def _check_hyper(self, h):
+    def _check_hyper(self, h: dict[str, Any]) -> dict[str, Any]:
         for name in ("lr", "eps"):
             _check_range(type(self).__name__, name, h[name])
         return h
 
-    def _update(self, p, g, state, lr, eps):
+    def _update(self,  # type: ignore[override]  # hyper-parameters by name, where the base takes **hyper
+                p: np.ndarray, g: np.ndarray, state: dict[str, Any], lr: float, eps: float) -> None:
         tmp = np.multiply(g, g, out=np.empty_like(g))     # an array even when g is 0-d
         state["sum"] += tmp
         np.add(state["sum"], eps, out=tmp)
@@ -184,17 +191,18 @@ class RMSprop(Optimizer):
     """RMSprop as PyTorch's (not centered, no momentum): v = alpha v + (1 - alpha) g*g; p -= lr g / (sqrt(v) + eps)."""
     state_names = ("square_avg",)
 
-    def __init__(self, params, lr=0.001, alpha=0.99, eps=1e-8):
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.001, alpha: float = 0.99, eps: float = 1e-8) -> None:
         super().__init__(params, lr=lr, alpha=alpha, eps=eps)
 
-    def _check_hyper(self, h):
+    def _check_hyper(self, h: dict[str, Any]) -> dict[str, Any]:
         owner = type(self).__name__
         for name in ("lr", "eps"):
             _check_range(owner, name, h[name])
         _check_range(owner, "alpha", h["alpha"], hi=1.0)
         return h
 
-    def _update(self, p, g, state, lr, alpha, eps):
+    def _update(self,  # type: ignore[override]  # hyper-parameters by name, where the base takes **hyper
+                p: np.ndarray, g: np.ndarray, state: dict[str, Any], lr: float, alpha: float, eps: float) -> None:
         v = state["square_avg"]
         tmp = np.multiply(g, g, out=np.empty_like(g))     # an array even when g is 0-d
         tmp *= 1 - alpha
@@ -213,10 +221,11 @@ class Adam(Optimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
-    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.001, betas: Sequence[float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def _check_hyper(self, h):
+    def _check_hyper(self, h: dict[str, Any]) -> dict[str, Any]:
         owner = type(self).__name__
         for name in ("lr", "eps", "weight_decay"):
             _check_range(owner, name, h[name])
@@ -228,7 +237,9 @@ class Adam(Optimizer):
         h["betas"] = tuple(betas)
         return h
 
-    def _update(self, p, g, state, lr, betas, eps, weight_decay):
+    def _update(self,  # type: ignore[override]  # hyper-parameters by name, where the base takes **hyper
+                p: np.ndarray, g: np.ndarray, state: dict[str, Any], lr: float,
+                betas: tuple[float, float], eps: float, weight_decay: float) -> None:
         b1, b2 = betas
         t = state["step"]
         tmp = np.empty_like(p)
@@ -256,11 +267,12 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr wd before the Adam update."""
     decoupled = True
 
-    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    def __init__(self, params: Iterable[Tensor], lr: float = 0.001, betas: Sequence[float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
-def clip_grad_norm(params, max_norm):
+def clip_grad_norm(params: Tensor | Iterable[Tensor], max_norm: float) -> float:
     """Scale every `.grad` in place by max_norm / (norm + 1e-6) when their global L2 norm exceeds `max_norm`
     (as PyTorch's). Returns the norm before clipping as a float; a NaN/Inf norm leaves the grads untouched."""
     _check_range("clip_grad_norm", "max_norm", max_norm)
@@ -273,14 +285,14 @@ def clip_grad_norm(params, max_norm):
     return total
 
 
-def clip_grad_value(params, limit):
+def clip_grad_value(params: Tensor | Iterable[Tensor], limit: float) -> None:
     """Clip every `.grad` in place to [-limit, limit] (min-char-rnn clips to 5)."""
     _check_range("clip_grad_value", "limit", limit)
     for g in _grads(params, "clip_grad_value"):
         np.clip(g, -limit, limit, out=g)
 
 
-def _param_list(params, owner):
+def _param_list(params: Iterable[Tensor], owner: str) -> list[Tensor]:
     """`params` as a list of distinct floating leaf Tensors that require grad; errors name the position and type."""
     if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
         raise DTypeError(f"{owner}: params must be an iterable of Tensors (a list, or a Module's parameters()), "
@@ -288,7 +300,7 @@ def _param_list(params, owner):
     params = list(params)
     if not params:
         raise ShapeError(f"{owner}: got an empty parameter list")
-    seen = {}
+    seen: dict[int, int] = {}
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise DTypeError(f"{owner}: params[{i}] is a {type(p).__name__}, expected a Tensor with requires_grad=True")
@@ -297,7 +309,8 @@ def _param_list(params, owner):
             raise DTypeError(f"{owner}: {what} does not require grad; only floating Tensors with "
                              "requires_grad=True can be optimized")
         if not p.is_leaf:
-            raise GraphError(f"{owner}: {what} is not a leaf (it was produced by {p.record.op}); optimize the "
+            op = p.record.op  # type: ignore[union-attr]  # not a leaf, so it has a record
+            raise GraphError(f"{owner}: {what} is not a leaf (it was produced by {op}); optimize the "
                              "leaves it was computed from")
         if id(p) in seen:
             raise InvalidValueError(f"{owner}: {what} is the same Tensor as params[{seen[id(p)]}]")
@@ -305,7 +318,7 @@ def _param_list(params, owner):
     return params
 
 
-def _grads(params, owner):
+def _grads(params: Tensor | Iterable[Tensor], owner: str) -> list[np.ndarray]:
     if isinstance(params, Tensor):
         params = [params]
     grads = []
@@ -317,21 +330,22 @@ def _grads(params, owner):
     return grads
 
 
-def _check_range(owner, name, value, hi=None):
+def _check_range(owner: str, name: str, value: Any, hi: float | None = None) -> None:
     """Raise ValueError unless `value` is a real number in [0, hi) (or [0, inf) when hi is None)."""
-    if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or not 0 <= value  # type: ignore[operator]  # numbers.Real's stubs declare no comparison with int
             or (hi is not None and not value < hi) or math.isinf(value)):
         bound = f"in [0, {hi})" if hi is not None else "finite and >= 0"
         raise InvalidValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
 
 
-def _count(owner, where, value):
+def _count(owner: str, where: str, value: Any) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
         raise CheckpointError(f"{owner}: {where} must be a non-negative int, got {value!r}")
     return int(value)
 
 
-def _expect_keys(owner, where, d, keys):
+def _expect_keys(owner: str, where: str, d: Any, keys: tuple[str, ...]) -> None:
     if not isinstance(d, dict):
         raise CheckpointError(f"{owner}: {where} must be a dict, got a {type(d).__name__}")
     if set(d) != set(keys):

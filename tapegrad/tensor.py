@@ -8,16 +8,19 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from .errors import DTypeError, ShapeError
 
+if TYPE_CHECKING:
+    from .tape import Record
+
 __all__ = ["Tensor", "tensor", "get_default_dtype", "set_default_dtype"]
 
-_DEFAULT_DTYPE = np.dtype(np.float32)
+_DEFAULT_DTYPE: np.dtype = np.dtype(np.float32)
 
 
-def set_default_dtype(dtype):
+def set_default_dtype(dtype: DTypeLike) -> None:
     """Set the dtype that Python floats and lists become (float32 unless changed)."""
     global _DEFAULT_DTYPE
     dtype = np.dtype(dtype)
@@ -26,12 +29,12 @@ def set_default_dtype(dtype):
     _DEFAULT_DTYPE = dtype
 
 
-def get_default_dtype():
+def get_default_dtype() -> np.dtype:
     """The dtype that Python floats and lists become (float32 unless `set_default_dtype` changed it)."""
     return _DEFAULT_DTYPE
 
 
-def as_array(data, dtype=None):
+def as_array(data: "TensorLike", dtype: DTypeLike | None = None) -> np.ndarray:
     """numpy array of `data`; Python floats default to the default dtype, float64 arrays stay float64."""
     if isinstance(data, Tensor):
         data = data.data
@@ -51,13 +54,14 @@ def as_array(data, dtype=None):
     return arr
 
 
-def check_can_require_grad(arr, op="tensor"):
+def check_can_require_grad(arr: np.ndarray, op: str = "tensor") -> None:
     if arr.dtype.kind not in "fc":
         raise DTypeError(f"{op}: only floating tensors can require grad, got dtype {arr.dtype} "
                          f"with shape {arr.shape} (integer and boolean tensors serve as indices and targets)")
 
 
-def tensor(data, requires_grad=False, dtype=None, name=None):
+def tensor(data: "TensorLike", requires_grad: bool | np.bool_ = False, dtype: DTypeLike | None = None,
+           name: str | None = None) -> "Tensor":
     """Make a leaf Tensor. Shares memory with a numpy array that already has the right dtype."""
     if not isinstance(requires_grad, (bool, np.bool_)):
         raise DTypeError(f"tensor: requires_grad must be True or False, got {type(requires_grad).__name__}")
@@ -77,11 +81,12 @@ class Tensor:
     name:          optional label, shown by the tape printout and the renderer
     """
     __slots__ = ("data", "requires_grad", "_node", "__dict__", "__weakref__")
-    grad = None                 # class-level defaults: most tensors never get a grad or a name
-    name = None
+    grad: np.ndarray | None = None   # class-level defaults: most tensors never get a grad or a name
+    name: str | None = None
     __array_ufunc__ = None      # `ndarray op Tensor` defers to Tensor's reflected operator, so it records
 
-    def __init__(self, data, requires_grad=False, name=None, _node=None):
+    def __init__(self, data: ArrayLike, requires_grad: bool | np.bool_ = False, name: str | None = None,
+                 _node: "Record | None" = None) -> None:
         if type(data) is not np.ndarray:
             data = np.asarray(data)
         self.data = data
@@ -97,29 +102,29 @@ class Tensor:
     dtype = property(lambda self: self.data.dtype)
 
     @property
-    def record(self):
+    def record(self) -> "Record | None":
         """The Record that produced this tensor (None for a leaf)."""
         return self._node
 
     @property
-    def is_leaf(self):
+    def is_leaf(self) -> bool:
         return self._node is None
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         return self.data
 
-    def item(self):
+    def item(self) -> Any:
         return self.data.item()
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         return self.data if dtype is None else self.data.astype(dtype)
 
-    def __len__(self):
+    def __len__(self) -> int:
         if self.data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return len(self.data)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         if self.data.size != 1:
             raise ShapeError(f"the truth value of a tensor of shape {self.data.shape} is ambiguous (it has "
                              f"{self.data.size} elements); use .any() / .all() on .data, or compare one element")
@@ -127,25 +132,26 @@ class Tensor:
 
     __hash__ = object.__hash__   # comparisons are elementwise, identity stays the hash
 
-    def detach(self):
+    def detach(self) -> "Tensor":
         """A new leaf sharing this tensor's data, cut from the graph."""
         return Tensor(self.data, False, self.name)
 
-    def requires_grad_(self, flag=True):
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
         if flag:
             check_can_require_grad(self.data, "requires_grad_")
         self.requires_grad = flag
         return self
 
-    def retain_grad(self):
+    def retain_grad(self) -> "Tensor":
         """Keep `.grad` on this intermediate after backward (e.g. dL/dh_t)."""
         node = self._node
         if node is not None:
             node.retain = True
-            node.output = weakref.ref(self)
+            node.output = weakref.ref(self)  # type: ignore[assignment]  # tape.py declares Record.output = None (unset default)
         return self
 
-    def backward(self, grad=None, retain_graph=False, create_graph=False):
+    def backward(self, grad: "TensorLike | None" = None, retain_graph: bool = False,
+                 create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` by a reverse sweep of the records."""
         from .autodiff import backward
         backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
@@ -210,7 +216,7 @@ class Tensor:
         def _repr_html_(self) -> str: ...
         def _repr_markdown_(self) -> str: ...
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         op = self._node.op if self._node is not None else None
         body = np.array2string(self.data, precision=4, threshold=8, separator=", ", prefix="Tensor(")
         extras = [f"shape={self.shape}", f"dtype={self.dtype}"]

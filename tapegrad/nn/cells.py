@@ -20,12 +20,16 @@ The forward is split in two: `input_projection(x) = x W_x + b` (x may be (batch,
 `unroll` projects a whole sequence with one matmul) and `recurrence(xp, state)`, the per-step rest.
 `forward(x, state) = recurrence(input_projection(x), state)`.
 """
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..errors import InvalidValueError, ShapeError
 from ..ops import relu, sigmoid, split, tanh
 from ..tape import mark_written
-from ..tensor import Tensor
+from ..tensor import Tensor, TensorLike
 from . import init
 from .module import Module, Parameter, shape_of
 
@@ -37,7 +41,8 @@ class RecurrentCell(Module):
     gates = 1
     state_names: tuple[str, ...] = ("h",)
 
-    def __init__(self, input_size, hidden_size, dtype=None, rng=None, name=None):
+    def __init__(self, input_size: int, hidden_size: int, dtype: DTypeLike | None = None,
+                 rng: np.random.Generator | int | None = None, name: str | None = None) -> None:
         super().__init__(name)
         rng = init.make_rng(rng)
         D, H, G = input_size, hidden_size, self.gates
@@ -46,14 +51,14 @@ class RecurrentCell(Module):
         self.W_h = Parameter(np.concatenate([init.orthogonal((H, H), rng, dtype=dtype) for _ in range(G)], 1))
         self.b = Parameter(init.zeros((G * H,), dtype))
 
-    def forward(self, x, state=None):
+    def forward(self, x: TensorLike, state: Any = None) -> tuple[Tensor, Any]:
         """x (batch, input_size), state -> (h, new state)."""
         if len(shape_of(x)) != 2:
             raise ShapeError(f"{self._where()}: one step takes x of shape (batch, {self.input_size}), got "
                              f"{shape_of(x)}; run a sequence with tapegrad.nn.unroll")
         return self.recurrence(self.input_projection(x), state)
 
-    def input_projection(self, x):
+    def input_projection(self, x: TensorLike) -> Tensor:
         """x W_x + b: (batch, input_size) -> (batch, G*H), or (batch, T, input_size) -> (batch, T, G*H)."""
         shape = shape_of(x)
         if len(shape) not in (2, 3) or shape[-1] != self.input_size:
@@ -63,11 +68,11 @@ class RecurrentCell(Module):
             raise ShapeError(f"{self._where()}: input x has shape {shape}, expected {expected}")
         return x @ self.W_x + self.b
 
-    def recurrence(self, xp, state):
+    def recurrence(self, xp: Tensor, state: Any) -> tuple[Tensor, Any]:
         """One step from the projected input xp (batch, G*H) and the state; returns (h, new state)."""
         raise NotImplementedError
 
-    def _state(self, state, xp):
+    def _state(self, state: Any, xp: Tensor) -> Sequence[Tensor]:
         """The state as a tuple of (batch, H) tensors (zeros for None), checked against `state_names`."""
         batch, n = shape_of(xp)[0], len(self.state_names)
         if state is None:
@@ -85,7 +90,8 @@ class RecurrentCell(Module):
                                  f"(batch, hidden_size) = {(batch, self.hidden_size)}")
         return parts
 
-    def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+    def load_torch_weights(self, weight_ih: ArrayLike, weight_hh: ArrayLike, bias_ih: ArrayLike | None = None,
+                           bias_hh: ArrayLike | None = None) -> None:
         """Copy the weights of the matching torch.nn cell (numpy arrays in its layout, a None bias is zeros);
         afterwards this cell computes what the PyTorch cell computes.
 
@@ -106,10 +112,10 @@ class RecurrentCell(Module):
         for p in self.parameters():
             mark_written(p)
 
-    def _load_torch_biases(self, bias_ih, bias_hh):
+    def _load_torch_biases(self, bias_ih: np.ndarray, bias_hh: np.ndarray) -> None:
         self.b.data[...] = bias_ih + bias_hh
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
 
 
@@ -119,19 +125,20 @@ class RNNCell(RecurrentCell):
     Parameters: W_x (input_size, H), W_h (H, H), b (H,). PyTorch: torch.nn.RNNCell.
     """
 
-    def __init__(self, input_size, hidden_size, nonlinearity="tanh", dtype=None, rng=None, name=None):
+    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", dtype: DTypeLike | None = None,
+                 rng: np.random.Generator | int | None = None, name: str | None = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise InvalidValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, dtype, rng, name)
         self.nonlinearity = nonlinearity
         self.f = tanh if nonlinearity == "tanh" else relu
 
-    def recurrence(self, xp, state=None):
+    def recurrence(self, xp: Tensor, state: Any = None) -> tuple[Tensor, Tensor]:
         (h,) = self._state(state, xp)
         h = self.f(xp + h @ self.W_h)
         return h, h
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.nonlinearity == "tanh" else ", nonlinearity='relu'")
 
 
@@ -148,19 +155,20 @@ class LSTMCell(RecurrentCell):
     gates = 4
     state_names = ("h", "c")
 
-    def __init__(self, input_size, hidden_size, forget_bias=1.0, dtype=None, rng=None, name=None):
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, dtype: DTypeLike | None = None,
+                 rng: np.random.Generator | int | None = None, name: str | None = None) -> None:
         super().__init__(input_size, hidden_size, dtype, rng, name)
         self.forget_bias = forget_bias
         self.b.data[hidden_size:2 * hidden_size] = forget_bias
 
-    def recurrence(self, xp, state=None):
+    def recurrence(self, xp: Tensor, state: Any = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         h, c = self._state(state, xp)
         i, f, g, o = split(xp + h @ self.W_h, 4, axis=-1)
         c = sigmoid(f) * c + sigmoid(i) * tanh(g)
         h = sigmoid(o) * tanh(c)
         return h, (h, c)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.forget_bias == 1.0 else f", forget_bias={self.forget_bias}")
 
 
@@ -179,13 +187,14 @@ class GRUCell(RecurrentCell):
     """
     gates = 3
 
-    def __init__(self, input_size, hidden_size, reset_after=False, dtype=None, rng=None, name=None):
+    def __init__(self, input_size: int, hidden_size: int, reset_after: bool = False, dtype: DTypeLike | None = None,
+                 rng: np.random.Generator | int | None = None, name: str | None = None) -> None:
         super().__init__(input_size, hidden_size, dtype, rng, name)
         self.reset_after = reset_after
         if reset_after:
             self.b_hn = Parameter(init.zeros((hidden_size,), dtype))
 
-    def recurrence(self, xp, state=None):
+    def recurrence(self, xp: Tensor, state: Any = None) -> tuple[Tensor, Tensor]:
         (h,) = self._state(state, xp)
         rz = [2 * self.hidden_size]                       # r and z side by side, then n
         x_rz, x_n = split(xp, rz, axis=-1)
@@ -200,16 +209,17 @@ class GRUCell(RecurrentCell):
         h = (1 - z) * n + z * h
         return h, h
 
-    def load_torch_weights(self, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+    def load_torch_weights(self, weight_ih: ArrayLike, weight_hh: ArrayLike, bias_ih: ArrayLike | None = None,
+                           bias_hh: ArrayLike | None = None) -> None:
         if not self.reset_after:
             raise InvalidValueError("GRUCell.load_torch_weights: torch.nn.GRUCell applies the reset gate after the "
                                     "hidden matmul; build the cell with reset_after=True to load its weights")
         super().load_torch_weights(weight_ih, weight_hh, bias_ih, bias_hh)
 
-    def _load_torch_biases(self, bias_ih, bias_hh):
+    def _load_torch_biases(self, bias_ih: np.ndarray, bias_hh: np.ndarray) -> None:
         H = self.hidden_size
         self.b.data[...] = bias_ih + np.concatenate([bias_hh[:2 * H], np.zeros(H)])
         self.b_hn.data[...] = bias_hh[2 * H:]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return super().extra_repr() + (", reset_after=True" if self.reset_after else "")

@@ -8,7 +8,10 @@ same weights on every run; `manual_seed(n)` restarts it.
     W = Parameter(glorot_uniform((10, 20), rng=0))
     W_hh = Parameter(orthogonal((20, 20), rng=np.random.default_rng(1)))
 """
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..errors import InvalidValueError
 from ..tensor import get_default_dtype
@@ -18,13 +21,13 @@ __all__ = ["manual_seed", "make_rng", "zeros", "constant", "normal", "glorot_uni
 _default = np.random.default_rng(0)
 
 
-def manual_seed(seed):
+def manual_seed(seed: int | None) -> None:
     """Restart the default generator (used wherever `rng` is None) from `seed`."""
     global _default
     _default = np.random.default_rng(seed)
 
 
-def make_rng(rng=None):
+def make_rng(rng: np.random.Generator | int | None = None) -> np.random.Generator:
     """A Generator from `rng`: a Generator is returned as is, an int seeds a new one, None draws a new
     one from the default generator (so it is reproducible, and distinct from earlier ones)."""
     if isinstance(rng, np.random.Generator):
@@ -34,15 +37,15 @@ def make_rng(rng=None):
     return np.random.default_rng(rng)
 
 
-def _generator(rng):
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     return _default if rng is None else make_rng(rng)
 
 
-def _dtype(dtype):
+def _dtype(dtype: DTypeLike | None) -> np.dtype:
     return np.dtype(get_default_dtype() if dtype is None else dtype)
 
 
-def _fans(shape):
+def _fans(shape: Sequence[int]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight of `shape`: (in, out), or (n,) for a vector."""
     if len(shape) < 1:
         raise InvalidValueError(f"init: a weight needs at least one dimension, got shape {shape}")
@@ -52,35 +55,39 @@ def _fans(shape):
     return fan_in * receptive, fan_out * receptive
 
 
-def zeros(shape, dtype=None):
+def zeros(shape: int | Sequence[int], dtype: DTypeLike | None = None) -> np.ndarray:
     """All zeros (biases)."""
     return np.zeros(shape, _dtype(dtype))
 
 
-def constant(shape, value, dtype=None):
+def constant(shape: int | Sequence[int], value: float, dtype: DTypeLike | None = None) -> np.ndarray:
     """Every element `value` (e.g. an LSTM forget-gate bias of 1.0)."""
     return np.full(shape, value, _dtype(dtype))
 
 
-def normal(shape, std=1.0, rng=None, dtype=None):
+def normal(shape: int | Sequence[int], std: float = 1.0, rng: np.random.Generator | int | None = None,
+           dtype: DTypeLike | None = None) -> np.ndarray:
     """N(0, std^2) entries (embeddings)."""
     return (_generator(rng).standard_normal(shape) * std).astype(_dtype(dtype))
 
 
-def glorot_uniform(shape, rng=None, gain=1.0, dtype=None):
+def glorot_uniform(shape: Sequence[int], rng: np.random.Generator | int | None = None, gain: float = 1.0,
+                   dtype: DTypeLike | None = None) -> np.ndarray:
     """U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
     fan_in, fan_out = _fans(shape)
     a = gain * np.sqrt(6.0 / (fan_in + fan_out))
     return _generator(rng).uniform(-a, a, shape).astype(_dtype(dtype))
 
 
-def glorot_normal(shape, rng=None, gain=1.0, dtype=None):
+def glorot_normal(shape: Sequence[int], rng: np.random.Generator | int | None = None, gain: float = 1.0,
+                  dtype: DTypeLike | None = None) -> np.ndarray:
     """N(0, s^2) with s = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _fans(shape)
     return normal(shape, gain * np.sqrt(2.0 / (fan_in + fan_out)), rng, dtype)
 
 
-def orthogonal(shape, rng=None, gain=1.0, dtype=None):
+def orthogonal(shape: Sequence[int], rng: np.random.Generator | int | None = None, gain: float = 1.0,
+               dtype: DTypeLike | None = None) -> np.ndarray:
     """A (semi-)orthogonal matrix times `gain` (Saxe et al. 2014): the rows or the columns, whichever
     are fewer, are orthonormal. For recurrent weights, where it keeps h -> h W from shrinking or
     growing the state at initialisation."""

@@ -14,12 +14,15 @@ and dicts of either (`layers.0.W_h`). Assigning names them: a Parameter assigned
 Calling a module runs `forward` inside `tapegrad.scope(name=<its attribute name>)`, so its records
 read `encoder.cell`.
 """
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 
 from .. import tape as _tape
 from ..errors import CheckpointError, DTypeError
 from ..tape import Scope
-from ..tensor import Tensor, as_array
+from ..tensor import Tensor, TensorLike, as_array
 
 __all__ = ["Module", "Parameter", "shape_of"]
 
@@ -28,7 +31,7 @@ class Parameter(Tensor):
     """A leaf Tensor that requires grad and knows its (dotted) name. Only floating dtypes."""
     __slots__ = ()
 
-    def __init__(self, data, name=None):
+    def __init__(self, data: TensorLike, name: str | None = None) -> None:
         arr = as_array(data)
         if arr.dtype.kind != "f":
             raise DTypeError(f"Parameter {name or ''}: needs a floating dtype, got {arr.dtype} "
@@ -37,11 +40,11 @@ class Parameter(Tensor):
             arr = arr.copy()
         super().__init__(arr, True, name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter({self.name or '?'}: shape={self.shape}, dtype={self.dtype})"
 
 
-def _items(value, key):
+def _items(value: Any, key: str) -> Iterator[tuple[str, "Parameter | Module"]]:
     """(name, member) for a Parameter/Module attribute, or for the elements of a list/tuple/dict of them."""
     if isinstance(value, (Parameter, Module)):
         yield key, value
@@ -60,13 +63,16 @@ class Module:
 
     name: the scope name when this module is the root (a parent's attribute name replaces it).
     """
+    _prefix: str                # set by __init__ and _attach (object.__setattr__); declared for type checkers
+    _scope_name: str | None
+    training: bool
 
-    def __init__(self, name=None):
+    def __init__(self, name: str | None = None) -> None:
         object.__setattr__(self, "_prefix", "")        # this module's path from its root, e.g. "encoder.cell."
         object.__setattr__(self, "_scope_name", name)  # the label its records get
         object.__setattr__(self, "training", True)
 
-    def __setattr__(self, key, value):
+    def __setattr__(self, key: str, value: Any) -> None:
         if "_prefix" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         if not key.startswith("_"):
@@ -74,16 +80,16 @@ class Module:
                 _attach(member, self._prefix, name)
         object.__setattr__(self, key, value)
 
-    def _members(self):
+    def _members(self) -> Iterator[tuple[str, "Parameter | Module"]]:
         """(local name, Parameter or Module) one level down, in assignment order."""
         for key, value in self.__dict__.items():
             if not key.startswith("_"):
                 yield from _items(value, key)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = self._scope_name
         if name is None:
             return self.forward(*args, **kwargs)
@@ -94,7 +100,7 @@ class Module:
         finally:
             _tape.CURRENT_SCOPE = outer
 
-    def _where(self):
+    def _where(self) -> str:
         """This module's class and the current scope, for error messages: "LSTMCell inside `enc.cell` at t = 3"."""
         name, scope = type(self).__name__, _tape.CURRENT_SCOPE
         if scope is None:
@@ -176,25 +182,25 @@ class Module:
         load_torch_state_dict(self, state)
 
     # -- printing -------------------------------------------------------------------------------
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         """The constructor arguments shown by repr (override in subclasses)."""
         return ""
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         """A notebook table of the parameters (dotted name, shape, dtype, size, grad)."""
         from ..notebook import module_html
         return module_html(self)
 
-    def _repr_markdown_(self):
+    def _repr_markdown_(self) -> str:
         from ..notebook import module_markdown
         return module_markdown(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         head = f"{type(self).__name__}({self.extra_repr()})"
         members = list(self._members())
         total = f"{self.num_parameters():,} parameters"
         if not any(isinstance(m, Module) for _, m in members):
-            shapes = ", ".join(f"{n} {m.shape}" for n, m in members)
+            shapes = ", ".join(f"{n} {m.shape}" for n, m in members)  # type: ignore[union-attr]  # all Parameters
             return f"{head}  # {total}" + (f": {shapes}" if shapes else "")
         lines = [f"{type(self).__name__}({self.extra_repr()}"]
         for n, m in members:
@@ -203,12 +209,12 @@ class Module:
         return "\n".join(lines) + f"\n)  # {total}"
 
 
-def shape_of(x):
+def shape_of(x: TensorLike) -> tuple[int, ...]:
     """The shape of a Tensor, array or nested list."""
     return np.shape(x.data if isinstance(x, Tensor) else x)
 
 
-def _walk(module, prefix="", seen=None):
+def _walk(module: Module, prefix: str = "", seen: set[int] | None = None) -> Iterator[tuple[str, Parameter | Module]]:
     """(dotted name, member) for every Parameter and Module below `module`, depth first in assignment
     order, each object once (shared weights and cycles are visited a single time)."""
     seen = {id(module)} if seen is None else seen
@@ -221,7 +227,7 @@ def _walk(module, prefix="", seen=None):
             yield from _walk(m, prefix + name + ".", seen)
 
 
-def _attach(member, prefix, name):
+def _attach(member: Parameter | Module, prefix: str, name: str) -> None:
     """Name `member`, just assigned as attribute `name` of a module whose path is `prefix`."""
     if isinstance(member, Parameter):
         member.name = prefix + name

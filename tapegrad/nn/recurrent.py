@@ -9,6 +9,7 @@ The loop runs inside `tapegrad.scope(<the cell's name>)` and each step inside `t
 so every record knows its module and time step (`record.scope.path`, `record.scope.step`).
 """
 import numbers
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..checkpoint import checkpoint
 from ..errors import AnomalyError, DTypeError, InvalidValueError, ShapeError
 from ..ops import concat, stack, where
 from ..tape import gc_paused, scope
-from ..tensor import Tensor
+from ..tensor import Tensor, TensorLike
 from .cells import RecurrentCell
 from .module import Module, shape_of
 
@@ -57,7 +58,7 @@ def unroll(cell: Any, xs: Any, state: Any = None, lengths: Any = None, truncate:
     step = cell.recurrence if project else cell.forward if isinstance(cell, Module) else cell
     at = _list_index if listed or time_major else _batch_major_index
 
-    def run(state, xs, steps):
+    def run(state: Any, xs: Any, steps: range) -> tuple[Tensor, Any]:
         """Steps `steps` (a range; xs holds exactly those steps) from `state`: (outputs, final state)."""
         if project:
             xs = _projected(cell, xs, steps, time_major)          # all these steps with one matmul
@@ -88,7 +89,7 @@ def unroll(cell: Any, xs: Any, state: Any = None, lengths: Any = None, truncate:
         return concat(segments, axis=time_axis), state
 
 
-def _projected(cell, xs, steps, time_major):
+def _projected(cell: RecurrentCell, xs: TensorLike, steps: range, time_major: bool) -> Tensor:
     """cell.input_projection(xs); in anomaly mode a NaN/Inf it makes is located to the steps and batch rows
     whose slice holds it (the projection runs before the loop, outside any step's scope)."""
     if not _tape.ANOMALY:
@@ -99,7 +100,7 @@ def _projected(cell, xs, steps, time_major):
         raise AnomalyError(f"{e}\n{_locate_non_finite(cell, xs, steps, time_major)}") from None
 
 
-def _locate_non_finite(cell, xs, steps, time_major):
+def _locate_non_finite(cell: RecurrentCell, xs: TensorLike, steps: range, time_major: bool) -> str:
     data = np.asarray(xs.data if isinstance(xs, Tensor) else xs)
     bad = ~np.isfinite(data).all(axis=-1)                               # (batch, T) or (T, batch)
     if time_major:
@@ -116,13 +117,13 @@ def _locate_non_finite(cell, xs, steps, time_major):
     return lead + "xs and the cell's parameters are finite; the product overflowed"
 
 
-def _listed(values, limit=12):
+def _listed(values: Sequence[int], limit: int = 12) -> str:
     shown = ", ".join(map(str, values[:limit]))
     more = len(values) > limit
     return f"[{shown}{', ...' if more else ''}]" + (f" ({len(values)} in all)" if more else "")
 
 
-def _segment(xs, steps, time_first):
+def _segment(xs: Any, steps: range, time_first: bool) -> Any:
     """The inputs of `steps` only: a list slice, or a slice of the time axis."""
     index = slice(steps.start, steps.stop)
     if isinstance(xs, (list, tuple)):
@@ -136,7 +137,7 @@ def detach_state(state: Any) -> Any:
     return _map(lambda s: s.detach() if isinstance(s, Tensor) else s, state)
 
 
-def lengths_array(lengths, batch, T, caller="unroll"):
+def lengths_array(lengths: TensorLike, batch: int, T: int, caller: str = "unroll") -> np.ndarray:
     """`lengths` checked to be `batch` integers in [1, T]; returned as an int array."""
     arr = np.asarray(lengths.data if isinstance(lengths, Tensor) else lengths)
     if arr.dtype.kind not in "iu":
@@ -148,7 +149,7 @@ def lengths_array(lengths, batch, T, caller="unroll"):
     return arr
 
 
-def reverse_sequences(xs, lengths=None, time_major=False):
+def reverse_sequences(xs: Tensor, lengths: TensorLike | None = None, time_major: bool = False) -> Tensor:
     """Reverse every sequence in time within its own length (TensorFlow's reverse_sequence); steps past
     a sequence's length stay where they are. xs (batch, T, ...) or (T, batch, ...)."""
     shape = shape_of(xs)
@@ -170,7 +171,7 @@ class StackedRNN(Module):
     the whole sequence in turn.
     """
 
-    def __init__(self, cells, name=None):
+    def __init__(self, cells: Iterable[Module], name: str | None = None) -> None:
         super().__init__(name)
         cells = list(cells)
         if not cells:
@@ -181,7 +182,8 @@ class StackedRNN(Module):
                 raise ShapeError(f"StackedRNN: layer {l} outputs {h} features but layer {l + 1} takes input_size {d}")
         self.layers = cells
 
-    def forward(self, xs, state=None, lengths=None, truncate=None, time_major=False):
+    def forward(self, xs: Any, state: Any = None, lengths: TensorLike | None = None, truncate: int | None = None,
+                time_major: bool = False) -> tuple[Tensor, list[Any]]:
         if state is None:
             state = [None] * len(self.layers)
         elif not isinstance(state, (list, tuple)) or len(state) != len(self.layers):
@@ -202,11 +204,12 @@ class Bidirectional(Module):
     within its length, so it starts at the sequence's last valid step; its records' t counts its own steps.
     """
 
-    def __init__(self, fwd, bwd, name=None):
+    def __init__(self, fwd: Module, bwd: Module, name: str | None = None) -> None:
         super().__init__(name)
         self.fwd, self.bwd = fwd, bwd
 
-    def forward(self, xs, state=None, lengths=None, time_major=False):
+    def forward(self, xs: Any, state: Any = None, lengths: TensorLike | None = None,
+                time_major: bool = False) -> tuple[Tensor, tuple[Any, Any]]:
         if isinstance(xs, (list, tuple)):
             _check_list(xs)
             xs = stack(xs, axis=0 if time_major else 1)
@@ -220,7 +223,7 @@ class Bidirectional(Module):
         return concat([out_f, reverse_sequences(out_b, lengths, time_major)], axis=-1), (final_f, final_b)
 
 
-def _map(fn, tree, *others):
+def _map(fn: Callable[..., Any], tree: Any, *others: Any) -> Any:
     """fn applied leafwise over nested tuples/lists (others must have the same structure)."""
     if isinstance(tree, (tuple, list)):
         if any(not isinstance(o, (tuple, list)) or len(o) != len(tree) for o in others):
@@ -230,12 +233,12 @@ def _map(fn, tree, *others):
     return fn(tree, *others)
 
 
-def _label(cell):
+def _label(cell: Any) -> str:
     """The scope name of the cell's records: its attribute name, else its class (or function) name."""
     return getattr(cell, "_scope_name", None) or getattr(cell, "__name__", None) or type(cell).__name__
 
 
-def _check_list(xs):
+def _check_list(xs: Sequence[TensorLike]) -> tuple[int, int]:
     if not xs:
         raise ShapeError("unroll: xs is an empty list; a sequence needs at least one step")
     shapes = [shape_of(x) for x in xs]
@@ -245,7 +248,7 @@ def _check_list(xs):
     return len(xs), shapes[0][0]
 
 
-def _check_tensor(xs, time_major):
+def _check_tensor(xs: TensorLike, time_major: bool) -> tuple[int, int]:
     shape = shape_of(xs)
     layout = "(T, batch, features)" if time_major else "(batch, T, features)"
     if len(shape) != 3 or 0 in shape[:2]:
@@ -254,9 +257,9 @@ def _check_tensor(xs, time_major):
     return (shape[0], shape[1]) if time_major else (shape[1], shape[0])
 
 
-def _list_index(xs, t):
+def _list_index(xs: Sequence[Tensor], t: int) -> Tensor:
     return xs[t]
 
 
-def _batch_major_index(xs, t):
+def _batch_major_index(xs: Tensor, t: int) -> Tensor:
     return xs[:, t]

@@ -23,6 +23,8 @@ into bias_hh; loading sums them, which computes the same. A GRUCell maps only wi
 applies the reset gate after the hidden matmul). Loading checks every key and shape first and changes nothing
 on a mismatch (CheckpointError listing them all).
 """
+from collections.abc import Callable
+
 import numpy as np
 
 from ..errors import CheckpointError, InvalidValueError
@@ -80,7 +82,7 @@ def load_torch_state_dict(module: Module, state: dict) -> None:
 
 # -- export ----------------------------------------------------------------------------------------------
 
-def _export(module, prefix):
+def _export(module: Module, prefix: str) -> dict[str, np.ndarray]:
     if isinstance(module, Linear):
         out = {prefix + "weight": module.W.data.T}
         if module.b is not None:
@@ -100,7 +102,7 @@ def _export(module, prefix):
     return _children(module, prefix, lambda m, p: _export(m, p))
 
 
-def _cell_export(cell, prefix, suffix):
+def _cell_export(cell: RecurrentCell, prefix: str, suffix: str) -> dict[str, np.ndarray]:
     _check_cell(cell)
     H = cell.hidden_size
     bias_hh = np.zeros_like(cell.b.data)
@@ -110,7 +112,7 @@ def _cell_export(cell, prefix, suffix):
             f"{prefix}bias_ih{suffix}": cell.b.data, f"{prefix}bias_hh{suffix}": bias_hh}
 
 
-def _children(module, prefix, fn):
+def _children(module: Module, prefix: str, fn: Callable[[Module, str], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Recurse into the sub-modules of a module torch has no single class for; a Parameter of its own has no
     torch name."""
     members = list(module._members())
@@ -121,11 +123,11 @@ def _children(module, prefix, fn):
     out = {}
     for name, m in members:
         key = name.split(".", 1)[1] if isinstance(module, Sequential) else name     # Sequential: "0.weight"
-        out.update(fn(m, f"{prefix}{key}."))
+        out.update(fn(m, f"{prefix}{key}."))  # type: ignore[arg-type]  # a Module: own Parameters were refused above
     return out
 
 
-def _check_cell(cell):
+def _check_cell(cell: Module) -> None:
     if not isinstance(cell, (RNNCell, LSTMCell, GRUCell)):
         raise InvalidValueError(f"{type(cell).__name__} is not a built-in cell; only RNNCell, LSTMCell and GRUCell map "
                                 "to torch.nn cells")
@@ -134,10 +136,11 @@ def _check_cell(cell):
                                 "reset gate after the hidden matmul; build the cell with reset_after=True")
 
 
-def _rnn_layers(module):
+def _rnn_layers(module: StackedRNN | Bidirectional) -> tuple[list[tuple[RecurrentCell, ...]], bool]:
     """[(cell,) or (fwd cell, bwd cell)] per layer, and whether bidirectional; refuses what torch.nn.RNN cannot be."""
-    if isinstance(module, StackedRNN):
-        layers, bidirectional = [(c,) for c in module.layers], False
+    layers: list[tuple[RecurrentCell, ...]]
+    if isinstance(module, StackedRNN):     # any other cell is refused by _check_cell below
+        layers, bidirectional = [(c,) for c in module.layers], False  # type: ignore[misc]
     else:
         if not (isinstance(module.fwd, RecurrentCell) and isinstance(module.bwd, RecurrentCell)):
             raise InvalidValueError("Bidirectional maps to a torch.nn RNN/LSTM/GRU(bidirectional=True) only when fwd "
@@ -158,7 +161,8 @@ def _rnn_layers(module):
 
 # -- load ------------------------------------------------------------------------------------------------
 
-def _plan(module, prefix, arrays, plan, problems):
+def _plan(module: Module, prefix: str, arrays: dict[str, np.ndarray], plan: list[tuple[Parameter, np.ndarray]],
+          problems: list[str]) -> None:
     if isinstance(module, Linear):
         _take(plan, problems, arrays, prefix + "weight", module.W, True)
         if module.b is not None:
@@ -173,10 +177,12 @@ def _plan(module, prefix, arrays, plan, problems):
             for cell, suffix in zip(layer, ("", "_reverse")):
                 _cell_plan(cell, prefix, f"_l{k}{suffix}", arrays, plan, problems)
     else:
-        _children(module, prefix, lambda m, p: _plan(m, p, arrays, plan, problems) or {})
+        # ignore: _plan returns None (it fills `plan`), and `or {}` hands _children the dict it expects
+        _children(module, prefix, lambda m, p: _plan(m, p, arrays, plan, problems) or {})  # type: ignore[func-returns-value]
 
 
-def _cell_plan(cell, prefix, suffix, arrays, plan, problems):
+def _cell_plan(cell: RecurrentCell, prefix: str, suffix: str, arrays: dict[str, np.ndarray],
+               plan: list[tuple[Parameter, np.ndarray]], problems: list[str]) -> None:
     _check_cell(cell)
     H, G = cell.hidden_size, cell.gates
     names = {k: f"{prefix}{k}{suffix}" for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
@@ -197,7 +203,8 @@ def _cell_plan(cell, prefix, suffix, arrays, plan, problems):
             plan.append((cell.b, b_ih + b_hh))
 
 
-def _take(plan, problems, arrays, key, param, transpose=False):
+def _take(plan: list[tuple[Parameter, np.ndarray]], problems: list[str], arrays: dict[str, np.ndarray], key: str,
+          param: Parameter, transpose: bool = False) -> None:
     expected = param.shape[::-1] if transpose else param.shape          # torch's shape of this entry
     if key not in arrays:
         problems.append(f"missing: {key} {expected}")
