@@ -6,14 +6,18 @@
 """
 import traceback
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
 from . import tape as _tape
 from .errors import AnomalyError
 from .tape import describe_scope
+
+# A tape.Record, typed Any here: Record declares `stack = None` and anomaly mode sets `fingerprint` on it.
+_Record = Any
 
 __all__ = ["detect_anomaly", "where_recorded", "recorded_at", "check_forward", "check_backward", "check_saved"]
 
@@ -29,25 +33,25 @@ def detect_anomaly() -> Iterator[None]:
         _tape.ANOMALY = before
 
 
-def _user_frames(stack):
+def _user_frames(stack: traceback.StackSummary) -> list[traceback.FrameSummary]:
     """Drop tapegrad's own frames, keeping the user's code that called the op."""
     here = __file__.rsplit("/", 1)[0]
     return [f for f in stack if not f.filename.startswith(here)]
 
 
-def where_recorded(rec):
+def where_recorded(rec: _Record) -> str:
     """'  File "model.py", line 12, in forward\n    h = tanh(...)' for a record made in anomaly mode."""
     if not rec.stack:
         return ""
     return "".join(traceback.format_list(rec.stack[-3:]))
 
 
-def recorded_at(rec):
+def recorded_at(rec: _Record) -> str:
     """'; the op was recorded at: <frames>' when the record was made in anomaly mode, else ''."""
     return f"; the op was recorded at:\n{where_recorded(rec)}" if rec.stack else ""
 
 
-def check_forward(rec, out):
+def check_forward(rec: _Record, out: np.ndarray) -> None:
     rec.stack = _user_frames(traceback.extract_stack())
     rec.fingerprint = _fingerprint(rec.saved)
     if out.dtype.kind in "fc" and not np.isfinite(out).all():
@@ -56,7 +60,7 @@ def check_forward(rec, out):
                            f"{where_recorded(rec)}")
 
 
-def check_backward(rec, i, grad):
+def check_backward(rec: _Record, i: int, grad: Any) -> None:
     data = getattr(grad, "data", grad)
     if not np.isfinite(data).all():
         raise AnomalyError(f"{_bad(data)} in the gradient that {rec.op} (record %{rec.index}) sends to its "
@@ -64,7 +68,7 @@ def check_backward(rec, i, grad):
                            f"recorded at:\n{where_recorded(rec)}")
 
 
-def check_saved(rec):
+def check_saved(rec: _Record) -> None:
     """Refuse saved arrays changed since the record was made (catches raw numpy writes into a leaf's data)."""
     if rec.saved is not None and _fingerprint(rec.saved) != rec.fingerprint:
         raise AnomalyError(f"an array saved by {rec.op} (record %{rec.index}){describe_scope(rec.scope)} was "
@@ -72,10 +76,11 @@ def check_saved(rec):
                            f"was recorded at:\n{where_recorded(rec)}")
 
 
-def _fingerprint(arrays):
-    return None if arrays is None else tuple(zlib.crc32(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else
-                                             None for a in arrays)
+def _fingerprint(arrays: Sequence[Any] | None) -> tuple[int | None, ...] | None:
+    # ndarray is a buffer, but this numpy's stubs do not say so
+    return None if arrays is None else tuple(zlib.crc32(np.ascontiguousarray(a)) if isinstance(a, np.ndarray)  # type: ignore[arg-type]
+                                             else None for a in arrays)
 
 
-def _bad(arr):
+def _bad(arr: np.ndarray) -> str:
     return "NaN" if np.isnan(arr).any() else "Inf"

@@ -17,7 +17,7 @@ flagged (not counted) when they cross a kink.
 """
 import html
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -42,7 +42,7 @@ STEPS = "@steps"        # hand key suffix: "W@steps" per-step contributions, "h@
 # Ops whose derivative jumps: op name -> function of the op's input arrays and params that returns
 # which side of each kink the inputs lie on (an array or a tuple of arrays). A finite difference that
 # changes any of them crossed a kink. Register your own non-smooth primitives here.
-KINKS = {
+KINKS: dict[str, Callable[..., Any]] = {
     "relu": lambda x: np.sign(x),
     "abs": lambda x: np.sign(x),
     "sign": lambda x: np.sign(x),
@@ -91,11 +91,11 @@ class ParamCheck:
     diagnosis: str
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.band in GOOD
 
     @property
-    def kinks(self):
+    def kinks(self) -> int:
         return int(np.sum(self.kinked))
 
 
@@ -111,7 +111,7 @@ class StepCheck:
     diagnosis: str = ""
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.first is None
 
 
@@ -125,25 +125,25 @@ class CompareReport:
     tape_steps: dict = field(default_factory=dict)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return all(r.ok for r in self.rows) and all(s.ok for s in self.steps)
 
     @property
-    def first_divergent_step(self):
+    def first_divergent_step(self) -> int | None:
         """The latest time step at which any per-step series diverges (None if none does)."""
         firsts = [s.first for s in self.steps if s.first is not None]
         return max(firsts) if firsts else None
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> ParamCheck:
         for r in self.rows:
             if r.name == name:
                 return r
         raise KeyError(name)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.ok
 
-    def _tables(self):
+    def _tables(self) -> list[tuple[list[str], list[list[str]]]]:
         """[(header, rows)] of string cells: the parameter table, then the per-step table if any."""
         hand = any(r.hand is not None for r in self.rows)
         kinks = any(r.kinks for r in self.rows)
@@ -169,18 +169,18 @@ class CompareReport:
         return tables
 
     @property
-    def inconclusive(self):
+    def inconclusive(self) -> bool:
         """True when nothing disagrees but some parameter could not be checked at its precision."""
         return (any(r.band == "inconclusive" for r in self.rows) and all(r.ok or r.band == "inconclusive"
                                                                         for r in self.rows)
                 and all(s.ok for s in self.steps))
 
     @property
-    def verdict(self):
+    def verdict(self) -> str:
         """'ok', 'mismatch' or 'inconclusive'."""
         return "ok" if self.ok else "inconclusive" if self.inconclusive else "mismatch"
 
-    def _summary(self):
+    def _summary(self) -> list[str]:
         """The verdict lines: what mismatches and, per step, where the error enters."""
         if self.ok:
             return ["gradients match"]
@@ -192,30 +192,31 @@ class CompareReport:
         lines = [f"MISMATCH in {', '.join(bad)}" if bad else "MISMATCH per step"]
         step = self.first_divergent_step
         if step is not None:
-            def names(keep):
+            # `names` is a str in the inconclusive branch above (which returns), a function here
+            def names(keep: Callable[[StepCheck], bool]) -> tuple[str, int]:  # type: ignore[misc]
                 found = [s.name[:-len(STEPS)] for s in self.steps if keep(s)]
                 return ", ".join(found), len(found)
-            agree, n_agree = names(lambda s: step in s.rel and band(s.rel[step]) in GOOD)
-            bad_steps, n_bad = names(lambda s: s.first == step)
+            agree, n_agree = names(lambda s: step in s.rel and band(s.rel[step]) in GOOD)  # type: ignore[operator]
+            bad_steps, n_bad = names(lambda s: s.first == step)  # type: ignore[operator]
             where = (f"{bad_steps} {'diverges' if n_bad == 1 else 'diverge'} there"
                      + (f"; {agree} {'still agrees' if n_agree == 1 else 'still agree'}" if agree else ""))
             lines.append(f"first divergent time step (backward order): t = {step}: {where}")
         return lines
 
-    def __str__(self):
+    def __str__(self) -> str:
         tables = "\n\n".join(format_table(h, r) for h, r in self._tables())
         return tables + "\n" + "\n".join([f"note: {n}" for n in self.notes] + self._summary())
 
     __repr__ = __str__
 
-    def _repr_markdown_(self):
+    def _repr_markdown_(self) -> str:
         md = ["\n".join(["| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
                         + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows])
               for h, rows in self._tables()]
         return "\n\n".join(md + [f"*{n}*" for n in self.notes] + [f"**{line}**" for line in self._summary()])
 
-    def _repr_html_(self):
-        def table(h, rows):
+    def _repr_html_(self) -> str:
+        def table(h: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
             th = "".join(f"<th>{html.escape(c, quote=False)}</th>" for c in h)
             trs = "".join("<tr>" + "".join(f"<td>{html.escape(c, quote=False)}</td>" for c in r) + "</tr>"
                           for r in rows)
@@ -253,7 +254,8 @@ def compare(loss_fn: Callable[..., Tensor], params: Any, hand: Any = None, per_s
     return report
 
 
-def _compare(loss_fn, params, hand, per_step, eps):
+def _compare(loss_fn: Callable[..., Tensor], params: Any, hand: Any, per_step: bool,
+             eps: float) -> tuple["CompareReport", Tape]:
     """`compare` without the follow-up notes: (report, Tape of the unperturbed loss)."""
     params = _named(params)
     loss_fn = bind(loss_fn, list(params.values()), "compare")
@@ -273,7 +275,7 @@ def _compare(loss_fn, params, hand, per_step, eps):
     rows = []
     for name, p in params.items():
         fd, noise, kinked = (a.reshape(p.shape) for a in _finite_differences(loss_fn, p, eps, base))
-        h = totals.get(name)
+        h: Any = totals.get(name)          # .T and .shape are read only for a transposed name, which hand gives
         row = _param_check(name, fd, noise, kinked, tape_totals[name], h.T if name in transposed else h,
                            p.dtype != np.float64)
         if name in transposed:
@@ -316,16 +318,19 @@ def _compare(loss_fn, params, hand, per_step, eps):
     return report, tape
 
 
-def _tape_gradients(loss, params, states, uses=None):
+def _tape_gradients(loss: Tensor, params: Mapping[str, Tensor], states: Mapping[str, Mapping[Any, Tensor]],
+                    uses: Mapping[str, Mapping[Any, "_Use"]] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, dict[Any, np.ndarray]],
+                               dict[str, dict[Any, np.ndarray]]]:
     """The tape's gradients: totals {name: array}, each parameter's split over the steps of the records
     that use it {name: {t: array}} (t None outside any step), and dL/dh_t {key: {t: array}} of `states`.
     uses: {name: {t: _Use}} whose `.G` (the gradient of the matmul's output) is filled in."""
     uses = uses or {}
     use_list = [u for per in uses.values() for u in per.values()]
     ids = {id(p): name for name, p in params.items()}
-    split = {name: {} for name in params}
+    split: dict[str, dict[Any, np.ndarray]] = {name: {} for name in params}
 
-    def on_edge(rec, i, parent, g):
+    def on_edge(rec: Record, i: int, parent: Any, g: Any) -> None:
         name = ids.get(id(parent))
         if name is not None:
             t = rec.scope.step if rec.scope is not None else None
@@ -334,7 +339,7 @@ def _tape_gradients(loss, params, states, uses=None):
     state_list = [(k, t, h) for k, steps in states.items() for t, h in steps.items()]
     grads = grad(loss, [*params.values(), *(h for _, _, h in state_list), *(u.out for u in use_list)],
                  retain_graph=True, on_edge=on_edge)
-    state_grads = {k: {} for k in states}
+    state_grads: dict[str, dict[Any, np.ndarray]] = {k: {} for k in states}
     n = len(params) + len(state_list)
     for (k, t, _), g in zip(state_list, grads[len(params):n]):
         state_grads[k][t] = g.data
@@ -343,7 +348,7 @@ def _tape_gradients(loss, params, states, uses=None):
     return {name: g.data for name, g in zip(params, grads)}, split, state_grads
 
 
-def _named(params):
+def _named(params: Any) -> dict[str, Tensor]:
     if hasattr(params, "named_parameters"):
         params = dict(params.named_parameters())
     if not isinstance(params, dict) or not params:
@@ -355,11 +360,11 @@ def _named(params):
     return params
 
 
-def _what(x):
+def _what(x: object) -> str:
     return f"Tensor of shape {x.shape}" if isinstance(x, Tensor) else type(x).__name__
 
 
-def _precision_notes(params):
+def _precision_notes(params: Mapping[str, Tensor]) -> list[str]:
     low = [f"{n} ({p.dtype})" for n, p in params.items() if p.dtype != np.float64]
     if not low:
         return []
@@ -369,7 +374,8 @@ def _precision_notes(params):
     return [text]
 
 
-def _split_hand(hand, params, per_step):
+def _split_hand(hand: Any, params: Mapping[str, Tensor], per_step: bool
+                ) -> tuple[dict[str, np.ndarray], dict[str, dict[Any, np.ndarray]], set[str]]:
     """({name: total}, {key: {t: float64 array}}); the per-step keys are read only with per_step."""
     if hand is None:
         return {}, {}, set()
@@ -399,12 +405,12 @@ def _split_hand(hand, params, per_step):
     return totals, steps, transposed
 
 
-def _check_shape(key, value, shape):
+def _check_shape(key: str, value: np.ndarray, shape: tuple[int, ...]) -> None:
     if value.shape != shape:
         raise InvalidValueError(f"compare: hand[{key!r}] has shape {value.shape} but the parameter has shape {shape}")
 
 
-def _find_states(tape, name):
+def _find_states(tape: Tape, name: str) -> dict[Any, Tensor]:
     """{t: Tensor} of the recorded tensors named `name`, one per time step."""
     found = {}
     for rec, out in zip(tape.records, tape.outputs):
@@ -423,11 +429,12 @@ def _find_states(tape, name):
 
 # -- finite differences, kinks ----------------------------------------------------------------------
 
-def _finite_differences(loss_fn, x, eps, base, indices=None):
+def _finite_differences(loss_fn: Callable[[], Tensor], x: Tensor, eps: float, base: list[Any] | None,
+                        indices: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Central differences of loss_fn in the flat entries `indices` of x (default all): flat arrays of
     (values, round-off estimates, crossed a kink). base: the kink signature of the unperturbed loss
     (None when the loss has no kink op)."""
-    def evaluate():
+    def evaluate() -> Any:
         if base is None:
             return _evaluate(loss_fn), None
         with enable_grad(), Tape() as tape:
@@ -442,19 +449,19 @@ def _finite_differences(loss_fn, x, eps, base, indices=None):
     return np.array(values, np.float64), np.array(noise, np.float64), np.array(kinked, bool)
 
 
-def _kink_signature(tape):
+def _kink_signature(tape: Tape) -> list[Any] | None:
     """Which side of its kink every input of every KINKS op on the tape lies on (None: no such op)."""
     sig = [KINKS[r.op](*_record_inputs(r), **r.params) for r in tape.records if r.op in KINKS]
     return sig or None
 
 
-def _same(a, b):
+def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)):
         return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return np.array_equal(a, b)
 
 
-def _record_inputs(rec):
+def _record_inputs(rec: Record) -> list[Any]:
     """The input arrays of a record: saved ones, else the outputs the Tape keeps alive; None if neither."""
     if rec.saved is not None:
         return list(rec.saved)
@@ -467,7 +474,7 @@ def _record_inputs(rec):
 
 # -- judging ---------------------------------------------------------------------------------------
 
-def _exact_floor(*arrays):
+def _exact_floor(*arrays: np.ndarray) -> float:
     """Rounding slack for comparing exact gradients: ROUNDING epsilons of the largest entry."""
     eps = max(np.finfo(a.dtype if a.dtype.kind == "f" else np.float64).eps for a in arrays)
     return ROUNDING * eps * max(float(np.max(np.abs(a), initial=0)) for a in arrays)
@@ -476,10 +483,12 @@ def _exact_floor(*arrays):
 RESOLVED = 1e-5    # finite differences must resolve this relative size of the gradient for a verdict in low precision
 
 
-def _param_check(name, fd, noise, kinked, tape, hand, low_precision=False):
+def _param_check(name: str, fd: np.ndarray, noise: np.ndarray, kinked: np.ndarray, tape: np.ndarray,
+                 hand: np.ndarray | None, low_precision: bool = False) -> ParamCheck:
     smooth = ~kinked
     fd_floor = FD_RESOLUTION * noise
-    pairs = {("tape", "fd"): (tape, fd, fd_floor, smooth)}
+    pairs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, Any, np.ndarray]] = {
+        ("tape", "fd"): (tape, fd, fd_floor, smooth)}
     if hand is not None:
         floor = _exact_floor(hand, tape)
         pairs[("hand", "tape")] = (hand, tape, floor, np.ones_like(smooth))
@@ -524,7 +533,7 @@ def _param_check(name, fd, noise, kinked, tape, hand, low_precision=False):
         "" if verdict in GOOD else _diagnose(np.asarray(a, np.float64), np.asarray(b, np.float64), judged))
 
 
-def _diagnose(a, b, names):
+def _diagnose(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> str:
     """A short guess at how `a` relates to `b` when they disagree: sign, factor, transpose, zero."""
     x, y = names
     if not np.any(b) or not np.all(np.isfinite(a)):
@@ -553,7 +562,7 @@ class _Use:
     y: np.ndarray | None = None
     G: np.ndarray | None = None
 
-    def contribution(self, G=None, A=None):
+    def contribution(self, G: Any = None, A: Any = None) -> np.ndarray:    # Any: None means self's array
         """The parameter-gradient contribution of this use for output gradient G and operand A."""
         G = self.G if G is None else G
         A = self.A if A is None else A
@@ -570,21 +579,22 @@ class _Use:
 class _Context:
     """What the per-step diagnoses read: each parameter's matmul uses per step, the recurrent one."""
 
-    def __init__(self, uses, states):
+    def __init__(self, uses: Mapping[str, Mapping[Any, _Use]], states: Mapping[str, Mapping[Any, np.ndarray]]) -> None:
         self.uses, self.states = uses, states
         self.recurrent = None            # (name, {t: _Use}): the parameter whose step-t+1 operand is step t's y
         for name, per in uses.items():
-            pairs = [(per[t], per[t + 1]) for t in per if t + 1 in per]
+            pairs: list[tuple[_Use, Any]] = [(per[t], per[t + 1]) for t in per if t + 1 in per]  # v.A set when v.right
             if pairs and all(u.right and v.right and u.y is not None and u.y.shape == v.A.shape
                              and np.allclose(u.y, v.A) for u, v in pairs):
                 self.recurrent = (name, per)
                 break
 
 
-def _matmul_uses(tape, params):
+def _matmul_uses(tape: Tape, params: Mapping[str, Tensor]) -> dict[str, dict[Any, _Use]]:
     """{name: {t: _Use}} for the parameters used by exactly one matmul at step t (others are left out)."""
     ids = {id(p): name for name, p in params.items()}
-    found, tanh = {}, {}
+    found: dict[str, dict[Any, Any]] = {}     # name -> {t: _Use, or None where used more than once at t}
+    tanh: dict[Any, list[np.ndarray]] = {}
     for rec, out in zip(tape.records, tape.outputs):
         t = rec.scope.step if rec.scope is not None else None
         if t is None:
@@ -620,7 +630,8 @@ def _matmul_uses(tape, params):
     return uses
 
 
-def _step_check(name, hand, tape, context=None):
+def _step_check(name: str, hand: Mapping[Any, np.ndarray], tape: Mapping[Any, np.ndarray],
+                context: _Context | None = None) -> StepCheck:
     """Hand vs tape per step. hand, tape: {t: array}; a step the tape lacks counts as zero."""
     steps = sorted(hand)
     ref = {t: tape.get(t, np.zeros_like(hand[t])) for t in steps}
@@ -637,15 +648,16 @@ def _step_check(name, hand, tape, context=None):
     return StepCheck(name, rel, first, diagnosis)
 
 
-def _diagnose_steps(base, hand, ref, tape, first, floor, context):
+def _diagnose_steps(base: str, hand: Mapping[Any, np.ndarray], ref: Mapping[Any, np.ndarray],
+                    tape: Mapping[Any, np.ndarray], first: Any, floor: float, context: _Context | None) -> str:
     """How a per-step series goes wrong: the classic BPTT slips, tried against what the tape recorded."""
     steps = sorted(hand)
 
-    def close(a, b):
+    def close(a: Any, b: Any) -> bool:
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         return a.shape == b.shape and band(float(np.max(relative_error(a, b, floor), initial=0))) in GOOD
 
-    def holds(candidate, where):
+    def holds(candidate: Callable[..., Any], where: Sequence[Any]) -> bool:
         """candidate(t) matches hand[t] at every step of `where` (a candidate that fails to apply is no match)."""
         try:
             return bool(where) and all(close(hand[t], candidate(t)) for t in where)
@@ -667,21 +679,24 @@ def _diagnose_steps(base, hand, ref, tape, first, floor, context):
             return f"hand's step t is the tape's step t{s:+d} (off by one in time)"
     # missing tanh derivative (1 - h^2) at the first divergent step
     u = uses.get(first)
-    if u is not None and u.y is not None and holds(lambda t: u.contribution(G=u.G / (1 - u.y ** 2)), [first]):
+    # u.y checked not None; the narrowing does not reach into the lambda, hence the ignore
+    if u is not None and u.y is not None and holds(lambda t: u.contribution(G=u.G / (1 - u.y ** 2)), [first]):  # type: ignore[operator]
         return (f"at t = {first} hand leaves out tanh's derivative (1 - h^2) (the steps before it inherit the "
                 "error through dh)")
     states = context.states if context is not None else {}
     if recurrent is not None and base in states and first + 1 in recurrent[1]:
         v = recurrent[1][first + 1]                    # dL/dh_first = ... + dz_(first+1) W^T: dz without tanh'
-        if v.y is not None and holds(lambda t: ref[t] + (v.G / (1 - v.y ** 2) - v.G) @ v.W.T, [first]):
+        # as above: v.y is checked, the lambda does not see it
+        if v.y is not None and holds(lambda t: ref[t] + (v.G / (1 - v.y ** 2) - v.G) @ v.W.T, [first]):  # type: ignore[operator]
             return (f"at t = {first + 1} hand leaves out tanh's derivative (1 - h^2) before passing the gradient "
                     f"back through {recurrent[0]} (dL/dh_{first} and earlier inherit it)")
     # missing recurrent term: only step t's own loss reaches h_t
     if recurrent is not None:
         rname, R = recurrent
 
-        def local(t, G):
-            return G - (R[t + 1].G @ R[t + 1].W.T) * (1 - R[t].y ** 2) if t + 1 in R else G
+        def local(t: Any, G: Any) -> Any:
+            # the recurrent parameter's uses all have y (_Context checks) and G (filled in by _tape_gradients)
+            return G - (R[t + 1].G @ R[t + 1].W.T) * (1 - R[t].y ** 2) if t + 1 in R else G  # type: ignore[operator]
         text = (f"the recurrent term is missing: hand's dL/dh_t leaves out the gradient from step t+1 through "
                 f"{rname} (only step t's own loss reaches h_t)")
         if uses and holds(lambda t: uses[t].contribution(G=local(t, uses[t].G)), [t for t in steps if t in uses]):
@@ -699,7 +714,8 @@ def _diagnose_steps(base, hand, ref, tape, first, floor, context):
     return ""
 
 
-def _explain(report, tape, eps, loss_fn=None, params=None):
+def _explain(report: CompareReport, tape: Tape, eps: float, loss_fn: Callable[[], Tensor] | None = None,
+             params: Mapping[str, Tensor] | None = None) -> None:
     """Notes that point at the next tool: check.sweep when the tape is blamed, eps_sweep when fd is. The loss
     is said to be possibly non-smooth, or eps off, only on evidence: kink ops recorded on the tape, or an
     eps sweep of the worst entry in which another eps agrees with the tape."""
@@ -747,7 +763,7 @@ _WHOSE = {"hand": "hand's", "tape": "the tape's gradient", "fd": "the finite dif
 _MARKS = {"fine": ".", "ok": ".", "suspicious": "?", "inconclusive": "~"}     # per-step marks; "x" for wrong
 
 
-def _num(v):
+def _num(v: Any) -> str:
     return "-" if v is None else f"{v:.6g}"
 
 
@@ -764,7 +780,7 @@ class OpCheck:
     where: str
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return band(self.max_rel) in GOOD
 
 
@@ -774,17 +790,17 @@ class SweepReport:
     rows: list
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return all(r.ok for r in self.rows)
 
     @property
-    def wrong(self):
+    def wrong(self) -> list[str]:
         return [r.op for r in self.rows if not r.ok]
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.ok
 
-    def __str__(self):
+    def __str__(self) -> str:
         head = ("primitive", "records checked", "skipped", "worst rel err", "worst at", "verdict")
         rows = [(r.op, str(r.checked), str(r.skipped), f"{r.max_rel:.2e}", r.where,
                  "WRONG rule" if not r.ok else band(r.max_rel) if r.checked else "not checked") for r in self.rows]
@@ -815,7 +831,7 @@ def sweep(tape: Tape, eps: float = 1e-6, seed: int = 0) -> "SweepReport":
         if rel is None:
             skipped[rec.op] = skipped.get(rec.op, 0) + 1
             continue
-        i = max(rel, key=rel.get)
+        i = max(rel, key=rel.get)  # type: ignore[arg-type]  # dict.get's overloads confuse max; every key is there
         name = getattr(rec.parents[i], "name", None)       # a leaf's name, e.g. the parameter "W"
         step = rec.scope.step if rec.scope is not None else None
         checked[rec.op].append((rel[i], f"%{k} input {i}" + (f" ({name})" if name else "")
@@ -824,7 +840,8 @@ def sweep(tape: Tape, eps: float = 1e-6, seed: int = 0) -> "SweepReport":
                         for op, c in checked.items()])
 
 
-def _check_record(rec, positions, eps, rng):
+def _check_record(rec: Record, positions: Sequence[int], eps: float, rng: np.random.Generator
+                  ) -> dict[int, float] | None:
     """{input position: max rel error of the rule}, or None if the record cannot be re-run."""
     arrays = _record_inputs(rec)
     if any(a is None for a in arrays) or any(np.asarray(arrays[i]).dtype.kind != "f" for i in positions):
@@ -863,12 +880,12 @@ class EpsSweep:
     rows: list
 
     @property
-    def best(self):
+    def best(self) -> float:
         """The eps with the smallest error (kink-crossing ones excluded)."""
         usable = [r for r in self.rows if not r.kink] or self.rows
         return min(usable, key=lambda r: r.abs_err).eps
 
-    def __str__(self):
+    def __str__(self) -> str:
         head = ("eps", "finite difference", "abs err", "rel err", "truncation", "round-off", "dominated by")
         rows = [(f"{e:.0e}", f"{fd:.12g}", f"{err:.2e}", f"{rel:.2e}", f"{tr:.1e}", f"{ro:.1e}",
                  "kink crossed" if kink else ("truncation" if tr > ro else "round-off"))

@@ -8,7 +8,7 @@ direction v compares <grad, v> with (f(x + eps v) - f(x - eps v)) / 2 eps).
 """
 import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ __all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "GradcheckReport", "I
 class GradcheckError(TapegradError, AssertionError):
     """Raised by gradcheck on a mismatch; `.report` holds the full comparison."""
 
-    def __init__(self, report):
+    def __init__(self, report: "GradcheckReport") -> None:
         super().__init__(f"gradient check failed\n{report}")
         self.report = report
 
@@ -48,14 +48,14 @@ class InputCheck:
 class GradcheckReport:
     """Result of `gradcheck`: one `InputCheck` per input; prints as a table; `.ok` is the verdict."""
 
-    def __init__(self, rows, mode):
+    def __init__(self, rows: list[InputCheck], mode: str) -> None:
         self.rows, self.mode = rows, mode
         self.ok = all(r.ok for r in rows)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.ok
 
-    def __str__(self):
+    def __str__(self) -> str:
         head = ("input", "shape", "checked", "max abs err", "max rel err", "worst at", "numeric", "analytic", "")
         rows = [(r.name, str(r.shape), str(r.checked), f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
                  str(r.worst), f"{r.numeric:.6g}", f"{r.analytic:.6g}", "ok" if r.ok else "FAIL")
@@ -90,7 +90,7 @@ def bind(fn: Callable[..., Any], tensors: Sequence[Any], caller: str = "gradchec
                         f"order) or as `lambda: ...` reading them from its closure")
 
 
-def _signature(fn, sig):
+def _signature(fn: Callable[..., Any], sig: inspect.Signature) -> str:
     return f"({', '.join(sig.parameters)})" if sig.parameters else "()"
 
 
@@ -117,7 +117,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float = 1e-
     rng = np.random.default_rng(seed)
     scalar = _scalarize(fn, inputs, rng)
     analytic = [g.data.astype(np.float64) for g in grad(scalar(), checked)]
-    rows = []
+    rows: list[InputCheck] = []
     positions = [i for i, x in enumerate(inputs) if x.requires_grad]
     for pos, x, a in zip(positions, checked, analytic):
         m = mode if mode != "auto" else ("full" if x.size <= 4096 else "random")
@@ -147,27 +147,28 @@ def gradgradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any], eps: float =
     scalar_fn = _scalarize(fn, inputs, rng, args=True)
     vs = [rng.standard_normal(x.shape).astype(x.dtype) for x in checked]
 
-    def first_order(*xs):
+    def first_order(*xs: Tensor) -> Tensor:
         with enable_grad():      # the finite differences run under no_grad; this function needs the tape
             grads = grad(scalar_fn(*xs), [x for x in xs if x.requires_grad], create_graph=True)
             return _sum_all([(g * v).sum() for g, v in zip(grads, vs)])
     return gradcheck(first_order, inputs, eps, atol, rtol, raise_exception, mode, seed=seed)
 
 
-def _sum_all(terms):
+def _sum_all(terms: Sequence[Tensor]) -> Tensor:
     total = terms[0]
     for t in terms[1:]:
         total = total + t
     return total
 
 
-def _scalarize(fn, inputs, rng, args=False):
+def _scalarize(fn: Callable[..., Tensor], inputs: Sequence[Tensor], rng: np.random.Generator,
+               args: bool = False) -> Callable[..., Tensor]:
     """fn as a scalar function; non-scalar outputs are weighted by fixed random numbers."""
-    weights = {}
+    weights: dict[tuple[int, ...], np.ndarray] = {}
 
     bare = bind(fn, inputs) is fn          # a function of no arguments, reading its closure
 
-    def scalar(*xs):
+    def scalar(*xs: Tensor) -> Tensor:
         out = fn() if bare else fn(*(xs if args else inputs))
         if not isinstance(out, Tensor):
             raise ArgumentError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
@@ -178,19 +179,20 @@ def _scalarize(fn, inputs, rng, args=False):
     return scalar
 
 
-def _evaluate(scalar):
+def _evaluate(scalar: Callable[[], Tensor]) -> float:
     with no_grad():
         return float(scalar().data)
 
 
-def _perturbed(x):
+def _perturbed(x: Tensor) -> tuple[np.ndarray, Callable[[], None]]:
     """Make x.data a private writable float copy for perturbation; returns (array, restore function)."""
     original = x.data
     x.data = np.array(original, copy=True)
     return x.data.reshape(-1), lambda: setattr(x, "data", original)
 
 
-def central_differences(x, eps, evaluate, indices=None):
+def central_differences(x: Tensor, eps: float, evaluate: Callable[[], Any],
+                        indices: Iterable[int] | None = None) -> Iterator[tuple[int, Any, Any]]:
     """Yield (i, evaluate() at x + eps e_i, evaluate() at x - eps e_i) for each flat index i of x.
 
     x is a Tensor whose `.data` is perturbed in place (a private copy, restored at the end); indices
@@ -210,12 +212,12 @@ def central_differences(x, eps, evaluate, indices=None):
         restore()
 
 
-def _numeric_full(scalar, x, eps):
+def _numeric_full(scalar: Callable[[], Tensor], x: Tensor, eps: float) -> np.ndarray:
     return np.array([(up - down) / (2 * eps) for _, up, down in central_differences(x, eps, lambda: _evaluate(scalar))],
                     dtype=np.float64)
 
 
-def _directional(scalar, x, v, eps):
+def _directional(scalar: Callable[[], Tensor], x: Tensor, v: np.ndarray, eps: float) -> float:
     original = x.data
     try:
         x.data = (original + eps * v).astype(original.dtype)
@@ -227,7 +229,8 @@ def _directional(scalar, x, v, eps):
     return (up - down) / (2 * eps)
 
 
-def _compare(name, shape, analytic, numeric, atol, rtol, where):
+def _compare(name: str, shape: Sequence[int], analytic: np.ndarray, numeric: np.ndarray, atol: float, rtol: float,
+             where: Callable[..., tuple[Any, ...]]) -> InputCheck:
     diff = np.abs(analytic - numeric)
     rel = relative_error(analytic, numeric)
     excess = diff / (atol + rtol * np.abs(numeric))

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def _read(npz, path):
+def _read(npz: np.lib.npyio.NpzFile, path: str) -> object:
     if _VERSION_ENTRY not in npz.files or _TREE_ENTRY not in npz.files:
         raise CheckpointError(f"load {path!r}: not a tapegrad checkpoint (no format-version or tree entry)")
     version = npz[_VERSION_ENTRY]
@@ -96,7 +97,7 @@ def _read(npz, path):
     return _decode(json.loads(npz[_TREE_ENTRY].tobytes().decode()), npz, path)
 
 
-def _encode(obj, key, arrays, path):
+def _encode(obj: object, key: str | None, arrays: dict[str, np.ndarray], path: str) -> dict[str, Any]:
     """The JSON tree of `obj`, collecting its arrays into `arrays` under their key paths (`key` None: the root)."""
     where = "the top level" if key is None else repr(key)
     if isinstance(obj, (np.ndarray, np.generic)):
@@ -124,11 +125,11 @@ def _encode(obj, key, arrays, path):
                           "keys, lists and tuples of those)")
 
 
-def _join(key, k):
+def _join(key: str | None, k: str) -> str:
     return k if key is None else f"{key}/{k}"
 
 
-def _decode(node, npz, path):
+def _decode(node: Any, npz: np.lib.npyio.NpzFile, path: str) -> object:
     if not isinstance(node, dict) or len(node) != 1:
         raise CheckpointError(f"load {path!r}: malformed tree entry near {str(node)[:80]!r}")
     (kind, body), = node.items()
@@ -145,7 +146,7 @@ def _decode(node, npz, path):
     raise CheckpointError(f"load {path!r}: unknown node kind {kind!r} in the tree entry")
 
 
-def _file_mode(path):
+def _file_mode(path: str) -> int:
     """The permissions `path` should get (mkstemp's are 0600): the existing file's, else 0666 less the umask."""
     try:
         return os.stat(path).st_mode & 0o777
@@ -155,7 +156,7 @@ def _file_mode(path):
         return 0o666 & ~umask
 
 
-def _fsync_directory(directory):
+def _fsync_directory(directory: str) -> None:
     """Make the rename durable; not every platform (Windows) can open a directory."""
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -8,7 +8,7 @@
 float64 parameters, and the hand-derived gradients of `tapegrad.reference` in `compare`'s `hand`
 format. It is a known-good derivation to hold one's own against.
 """
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,8 @@ def assert_grads_match(loss_fn: Callable[..., Tensor], params: Any, hand: Any = 
     return report
 
 
-def hand_from_reference(grads, steps=None, state="h"):
+def hand_from_reference(grads: Mapping[str, Any], steps: Mapping[str, Any] | None = None,
+                        state: str = "h") -> dict[str, Any]:
     """`compare`'s `hand` dict from a reference function's `grads` and optional per-step `steps`.
 
     grads: name -> total. steps: {"dW_steps": name -> [T arrays], "dh": [T arrays]} (per_step=True),
@@ -89,44 +90,46 @@ def reference_case(model: str, T: int = 5, B: int = 3, D: int = 2, H: int = 4, O
             data["c0"] = rand(B, H)
     params = {k: Tensor(rand(*shape), True, k) for k, shape in shapes(D, H, O).items()}
 
-    def model_fn(P):
+    def model_fn(P: Mapping[str, Tensor]) -> Tensor:
         return forward(P, **data)
 
-    def hand():
+    def hand() -> dict[str, Any]:
         _, grads, _, steps = run(data, {k: p.data for k, p in params.items()})
         return hand_from_reference(grads, steps)
     return ReferenceCase(params, model_fn, lambda: model_fn(params), hand, data)
 
 
-def _steps(xs, ys, h, cell, head):
+def _steps(xs: np.ndarray, ys: np.ndarray, h: tuple[Tensor, ...],
+           cell: Callable[[Any, tuple[Tensor, ...]], tuple[Tensor, ...]],
+           head: Callable[[Tensor, Any], Tensor]) -> Tensor:
     """Unroll: h = cell(x_t, h) in scope(t=t), named "h"; returns the sum of head(h_t, y_t)."""
-    loss = 0.0
+    loss: Any = 0.0                    # a float until the first step adds a Tensor
     for t in range(len(xs)):
         with scope(t=t):
             h = cell(xs[t], h)
-            h[0].name = "h"
+            h[0].name = "h"  # type: ignore[assignment, unused-ignore]  # while Tensor.name is typed None (unannotated)
             loss = loss + head(h[0], ys[t])
     return loss
 
 
-def _batched_head(P):
+def _batched_head(P: Mapping[str, Tensor]) -> Callable[[Tensor, Any], Tensor]:
     return lambda h, y: ((h @ P["V"] + P["c"] - y) ** 2).sum() * (0.5 / len(y))
 
 
-def _seed_loss(P, xs, ys, h0):
+def _seed_loss(P: Mapping[str, Tensor], xs: np.ndarray, ys: np.ndarray, h0: np.ndarray) -> Tensor:
     T = len(xs)
     cell = lambda x, h: (tanh(P["Wxh"] @ x + P["Whh"] @ h[0] + P["bh"]),)  # noqa: E731
     head = lambda h, y: ((P["Why"] @ h + P["by"] - y) ** 2).sum() * (1 / (2 * T))  # noqa: E731
     return _steps(xs, ys, (Tensor(h0),), cell, head)
 
 
-def _elman_loss(P, xs, ys, h0):
+def _elman_loss(P: Mapping[str, Tensor], xs: np.ndarray, ys: np.ndarray, h0: np.ndarray) -> Tensor:
     cell = lambda x, h: (tanh(x @ P["U"] + h[0] @ P["W"] + P["b"]),)  # noqa: E731
     return _steps(xs, ys, (Tensor(h0),), cell, _batched_head(P))
 
 
-def _lstm_loss(P, xs, ys, h0, c0):
-    def cell(x, state):
+def _lstm_loss(P: Mapping[str, Tensor], xs: np.ndarray, ys: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> Tensor:
+    def cell(x: Any, state: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         h, c = state
         a = {k: x @ P[f"W_{k}"] + h @ P[f"U_{k}"] + P[f"b_{k}"] for k in "ifog"}
         c = sigmoid(a["f"]) * c + sigmoid(a["i"]) * tanh(a["g"])
@@ -134,8 +137,8 @@ def _lstm_loss(P, xs, ys, h0, c0):
     return _steps(xs, ys, (Tensor(h0), Tensor(c0)), cell, _batched_head(P))
 
 
-def _gru_loss(P, xs, ys, h0):
-    def cell(x, state):
+def _gru_loss(P: Mapping[str, Tensor], xs: np.ndarray, ys: np.ndarray, h0: np.ndarray) -> Tensor:
+    def cell(x: Any, state: tuple[Tensor, ...]) -> tuple[Tensor]:
         h = state[0]
         z = sigmoid(x @ P["U_z"] + h @ P["W_z"] + P["b_z"])
         r = sigmoid(x @ P["U_r"] + h @ P["W_r"] + P["b_r"])
@@ -144,15 +147,17 @@ def _gru_loss(P, xs, ys, h0):
     return _steps(xs, ys, (Tensor(h0),), cell, _batched_head(P))
 
 
-def _gate_shapes(wx, wh, gates, D, H, O):
+def _gate_shapes(wx: str, wh: str, gates: Sequence[str], D: int, H: int, O: int) -> dict[str, tuple[int, ...]]:
     """Per gate suffix s: input weight wx+s (D, H), recurrent weight wh+s (H, H), bias b+s (H,); then the head."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for s in gates:
         shapes.update({wx + s: (D, H), wh + s: (H, H), "b" + s: (H,)})
     return {**shapes, "V": (H, O), "c": (O,)}
 
 
-_MODELS = {   # name -> (tape forward, reference run with per_step=True, parameter shapes)
+_Shapes = Callable[..., dict[str, tuple[int, ...]]]
+# name -> (tape forward, reference run with per_step=True, parameter shapes)
+_MODELS: dict[str, tuple[Callable[..., Tensor], Callable[..., Any], _Shapes]] = {
     "elman_loss_fun": (_seed_loss,
                        lambda d, P: reference.elman_loss_fun(d["xs"], d["ys"], d["h0"], **P, per_step=True),
                        lambda D, H, O: {"Wxh": (H, D), "Whh": (H, H), "Why": (O, H), "bh": (H, 1), "by": (O, 1)}),

@@ -9,18 +9,23 @@ log scale for all frames) and leaves the rest white, so ∂L/∂h_t arrives one 
 last step back to t = 0: shrinking by orders of magnitude in an Elman RNN, carried by c_t in an LSTM.
 """
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InvalidValueError
 from .colors import LogScale
-from .graph import _records, extract
+from .graph import Graph, _records, extract
+
+if TYPE_CHECKING:
+    from ..tensor import Tensor
 
 __all__ = ["animate_backward", "backward_frames"]
 
 
-def backward_frames(loss):
+def backward_frames(loss: "Tensor") -> tuple[Graph, list[tuple[Any, dict[str, float]]]]:
     """The sweep, step by step: (graph, frames), frames[k] = (t, {node id: ‖∂L/∂value‖}) for the values whose
     gradient is complete once the sweep has done every record of step t, the k-th step from the end
     (of the last run that carries state)."""
@@ -29,10 +34,11 @@ def backward_frames(loss):
     records, _ = _records(loss)
     base = records[0].index
     graph = extract(loss)
-    sums, order = {}, []                       # record -> gradient of its output so far; records in sweep order
-    seen = set()
+    sums: dict[int, np.ndarray] = {}
+    order: list[Any] = []                       # record -> gradient of its output so far; records in sweep order
+    seen: set[Any] = set()
 
-    def on_edge(rec, i, parent, g):
+    def on_edge(rec: Any, i: int, parent: Any, g: Any) -> None:
         if rec not in seen:
             seen.add(rec)
             order.append(rec)
@@ -42,8 +48,11 @@ def backward_frames(loss):
             sums[id(parent)] = g if before is None else before + g
 
     grad(loss, (loss,), retain_graph=True, on_edge=on_edge)
-    norms = {f"n{loss.record.index - base}": float(np.sqrt(np.sum(np.square(np.ones(loss.shape)))))}
-    done = []                                  # (node id, its norm), in the order the sweep completed them
+    # a recorded loss has a record (_records above raised otherwise), hence the ignore; unused-ignore: while
+    # Tensor.record is unannotated there is nothing to ignore
+    norms = {f"n{loss.record.index - base}":  # type: ignore[union-attr, unused-ignore]
+             float(np.sqrt(np.sum(np.square(np.ones(loss.shape)))))}
+    done: list[tuple[str, float]] = []         # (node id, its norm), in the order the sweep completed them
     for rec in order:
         nid = f"n{rec.index - base}"
         if id(rec) in sums or nid in norms:
@@ -55,7 +64,7 @@ def backward_frames(loss):
                                 "no time steps to sweep back through")
     run = runs[-1]
     steps = sorted(run.steps, reverse=not run.reverse)
-    frames = []
+    frames: list[tuple[Any, dict[str, float]]] = []
     position = {nid: k for k, (nid, _) in enumerate(done)}
     for t in steps:                            # the sweep's position once every record of step t is done
         ids = [n.id for n in graph.nodes if n.kind == "op" and n.run == run.index and n.step == t and n.id in position]
@@ -65,7 +74,8 @@ def backward_frames(loss):
     return graph, frames
 
 
-def animate_backward(loss, path, detail="cells", max_steps=None, seconds_per_frame=0.8, png=False, **draw_options):
+def animate_backward(loss: "Tensor", path: Path | str, detail: str = "cells", max_steps: int | None = None,
+                     seconds_per_frame: float = 0.8, png: bool = False, **draw_options: Any) -> tuple[str, list[str]]:
     """Draw the reverse sweep through time of `loss` (one frame per time step, last step first) and write
     `path` (an SVG that cycles through the frames, SMIL, no dependency) and the folder `<stem>_frames/`
     of the frames as `frame_00.svg`, `frame_01.svg`, ... (frame k: the sweep has done the last k+1 steps).
@@ -85,12 +95,12 @@ def animate_backward(loss, path, detail="cells", max_steps=None, seconds_per_fra
     graph, frames = backward_frames(loss)
     every = [norm for _, norms in frames for norm in norms.values()]
     scale = LogScale(every or [1.0])
-    scale.note = "white: not reached by the sweep yet"
+    scale.note = "white: not reached by the sweep yet"  # type: ignore[attr-defined]  # an extra; draw reads it by getattr
     folder = path.with_name(path.stem + "_frames")
     folder.mkdir(parents=True, exist_ok=True)
     for old in list(folder.glob("frame_*.svg")) + list(folder.glob("frame_*.png")):
         old.unlink()
-    written = []
+    written: list[Path] = []
     for k, (t, norms) in enumerate(frames):
         for node in graph.nodes:
             node.grad = norms.get(node.id) if node.kind == "op" else None
@@ -103,12 +113,13 @@ def animate_backward(loss, path, detail="cells", max_steps=None, seconds_per_fra
     return str(path), [str(p) for p in written]
 
 
-def _animated(frames, seconds):
+def _animated(frames: Sequence[str], seconds: float) -> str:
     """One SVG showing each frame in turn (SMIL `animate` of each frame's visibility, discrete)."""
     n = len(frames)
     sizes = [re.search(r'<svg[^>]*\bwidth="([\d.]+)pt"[^>]*\bheight="([\d.]+)pt"', f, re.S) for f in frames]
-    width = max(float(m.group(1)) for m in sizes)
-    height = max(float(m.group(2)) for m in sizes)
+    # every frame is Graphviz SVG, which has width and height in pt, hence the ignores
+    width = max(float(m.group(1)) for m in sizes)  # type: ignore[union-attr]
+    height = max(float(m.group(2)) for m in sizes)  # type: ignore[union-attr]
     key_times = ";".join(f"{i / n:.4f}" for i in range(n))
     parts = []
     for i, frame in enumerate(frames):

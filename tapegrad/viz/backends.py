@@ -10,7 +10,9 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidValueError, RenderError
 
@@ -22,7 +24,7 @@ NO_PDF = {"graphviz-pure"}
 OVERRIDE = "TAPEGRAD_DOT"
 
 
-def render(target, path, format=None, **draw_options):
+def render(target: Any, path: Path | str, format: str | None = None, **draw_options: Any) -> str:
     """Draw `target` (see `draw`) and write it to `path` as svg, png or pdf; return the path written.
 
     format defaults to the path's suffix (svg when it has none). Without a backend that can write
@@ -39,14 +41,15 @@ def render(target, path, format=None, **draw_options):
     return str(write(draw(target, **draw_options).source, path, format))
 
 
-def search_dirs():
+def search_dirs() -> list[str]:
     """The folders a backend is looked for in, in order: PATH, the interpreter's scripts folder, the
     folder of sys.executable (duplicates dropped)."""
     dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     for extra in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
         if extra:
             dirs.append(extra)
-    seen, out = set(), []
+    seen: set[str] = set()
+    out: list[str] = []
     for d in dirs:
         key = os.path.normcase(os.path.abspath(d))
         if key not in seen:
@@ -55,12 +58,12 @@ def search_dirs():
     return out
 
 
-def _override():
+def _override() -> str | None:
     value = os.environ.get(OVERRIDE, "").strip()
     return value or None
 
 
-def locate(name):
+def locate(name: str) -> str | None:
     """The path of backend `name` ("dot" or "graphviz-pure"), or None. With TAPEGRAD_DOT set, that file is
     the only backend: locate returns it for the name it is chosen under (see `available`)."""
     override = _override()
@@ -69,43 +72,44 @@ def locate(name):
     return shutil.which(name, path=os.pathsep.join(search_dirs()))
 
 
-def _override_name(path):
+def _override_name(path: str) -> str:
     """The backend name TAPEGRAD_DOT stands for: graphviz-pure when its file name says so, else dot."""
     return "graphviz-pure" if "graphviz-pure" in os.path.basename(path) else "dot"
 
 
-def _executable(path):
+def _executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def available(format="svg"):
+def available(format: str = "svg") -> list[str]:
     """The backends found (see `locate`) that can write `format`, in the order they are tried."""
-    names = BACKENDS
+    names: Sequence[str] = BACKENDS
     override = _override()
     if override is not None:
         names = [_override_name(override)]
     return [b for b in names if locate(b) and not (format == "pdf" and b in NO_PDF)]
 
 
-def run(source, format):
+def run(source: str, format: str) -> bytes:
     """Lay out DOT `source` with the first available backend; return the bytes of `format`."""
     found = available(format)
     if not found:
         raise RenderError(missing(format))
-    exe = locate(found[0])
-    result = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True)
+    exe = locate(found[0])      # not None: available() lists only names locate finds, hence the ignore below
+    result = subprocess.run([exe, f"-T{format}"],  # type: ignore[list-item]
+                            input=source.encode("utf-8"), capture_output=True)
     if result.returncode != 0:
         raise RenderError(f"render: {found[0]} ({exe}) failed (exit {result.returncode}): "
                           f"{result.stderr.decode(errors='replace').strip()}")
     return result.stdout
 
 
-def svg(source):
+def svg(source: str) -> str:
     """The SVG text of DOT `source` (what a notebook displays), through the first available backend."""
     return run(source, "svg").decode("utf-8")
 
 
-def write(source, path, format):
+def write(source: str, path: Path | str, format: str) -> Path:
     """Lay out DOT `source` with the first available backend and write `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,14 +121,14 @@ def write(source, path, format):
     return path
 
 
-def _installed(dist):
+def _installed(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def looked_for():
+def looked_for() -> str:
     """A sentence: which backends were looked for, and where."""
     override = _override()
     if override is not None:
@@ -132,7 +136,7 @@ def looked_for():
     return f"looked for {' and '.join(f'`{b}`' for b in BACKENDS)} in {os.pathsep.join(search_dirs())}"
 
 
-def install_hint(format="svg"):
+def install_hint(format: str = "svg") -> str:
     """What to install (or point TAPEGRAD_DOT at) to get a backend for `format`; never something installed."""
     system = "the system Graphviz `dot` (apt-get install graphviz, brew install graphviz or conda install graphviz)"
     if format == "pdf":
@@ -146,6 +150,6 @@ def install_hint(format="svg"):
     return f"install {system} or the pip package graphviz-pure ({sys.executable} -m pip install graphviz-pure)"
 
 
-def missing(format="svg"):
+def missing(format: str = "svg") -> str:
     """The message of a missing backend: what was looked for, where, and what to install."""
     return f"render: no Graphviz backend can write {format}; {looked_for()}. {install_hint(format)}."

@@ -1,12 +1,20 @@
 """Drawing: a Picture as a `graphviz.Digraph`, with the styles that make it readable on a slide."""
 import warnings
+from collections.abc import Iterable, Sequence
 from html import escape
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidValueError
 from .colors import NO_GRAD, LogScale, readable
 from .graph import Graph, extract
 from .layout import Slot, levels, rows, sources_and_sinks, timeline
-from .views import Box, build
+from .views import Arrow, Box, build
+from .views import Picture as View
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from .display import Picture
 
 FONT = "Helvetica"
 STATE = "#1f4e8c"          # the chain through time
@@ -35,8 +43,9 @@ EDGE = {
 }
 
 
-def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True, show_grads=False, rankdir="LR",
-         weights=None, grad_scale=None, theme="paper"):
+def draw(target: Any, view: str = "unrolled", detail: str = "ops", max_steps: int | None = None,
+         show_shapes: bool = True, show_grads: bool = False, rankdir: str = "LR", weights: str | None = None,
+         grad_scale: LogScale | None = None, theme: str = "paper") -> "Picture":
     """The BPTT picture of a Tensor (what it depends on) or a Tape, as a `graphviz.Digraph`.
 
     view: "unrolled" (one cluster per time step), "rolled" (each cell once, state as a self-edge ×T)
@@ -98,12 +107,15 @@ def draw(target, view="unrolled", detail="ops", max_steps=None, show_shapes=True
     if picture.shared:
         g.node("weights", label=_shared_legend(picture.shared, show_shapes), shape="plain")
     if scale is not None:
-        g.node("legend", label=scale.legend(*([scale.note] if getattr(scale, "note", None) else [])), shape="plain")
+        # `note` is an extra attribute animate_backward sets on its scale (LogScale does not declare it)
+        g.node("legend", label=scale.legend(*([scale.note] if getattr(scale, "note", None) else [])),  # type: ignore[attr-defined]
+               shape="plain")
     from .display import as_picture  # displays inline in Jupyter through tapegrad's backends
     return as_picture(g)
 
 
-def _unrolled(g, picture, clustered, style, backward, folded=None):
+def _unrolled(g: "graphviz.Digraph", picture: View, clustered: dict[Any, list[Box]], style: "_Style", backward: bool,
+              folded: View | None = None) -> None:
     """Step clusters on their timelines, runs in rows, held in place by invisible anchors.
 
     Below each step sits an anchor; a row's anchors share a rank and are chained by flat edges, which
@@ -168,7 +180,7 @@ def _unrolled(g, picture, clustered, style, backward, folded=None):
         below = line
 
 
-def _rolled(g, picture, run, clustered, style):
+def _rolled(g: "graphviz.Digraph", picture: View, run: Any, clustered: dict[Any, list[Box]], style: "_Style") -> None:
     """A run's cell once, in a cluster labelled with the steps it stands for."""
     with g.subgraph(name=f"cluster_r{run.index}") as c:
         span = f"t = {run.steps[0]} … {run.steps[-1]}"
@@ -178,7 +190,7 @@ def _rolled(g, picture, run, clustered, style):
             style.node(c, box)
 
 
-def _shared_legend(shared, show_shapes):
+def _shared_legend(shared: Iterable[tuple[str, Sequence[int] | None]], show_shapes: bool) -> str:
     """The legend of the dashed per-step copies: one entry per shared weight."""
     rows = "".join(f'<TR><TD BORDER="1" STYLE="dashed" COLOR="{PARAM}" BGCOLOR="#fdebd0">{escape(name)}</TD>'
                    f'<TD ALIGN="LEFT">{escape(_shape(shape)) if show_shapes and shape is not None else ""}</TD></TR>'
@@ -189,7 +201,7 @@ def _shared_legend(shared, show_shapes):
             f'</TD></TR></TABLE>>')
 
 
-def _scale(picture):
+def _scale(picture: View) -> LogScale:
     """The colour scale of show_grads; an error when no gradient was kept, a warning when only the
     parameters' were (backward ran, but the states' gradients were not retained)."""
     norms = [b.grad for b in picture.boxes if b.grad is not None]
@@ -208,8 +220,8 @@ def _scale(picture):
     return LogScale(norms)
 
 
-def _by_cluster(boxes):
-    clustered = {}
+def _by_cluster(boxes: Iterable[Box]) -> dict[Any, list[Box]]:
+    clustered: dict[Any, list[Box]] = {}
     for box in boxes:
         clustered.setdefault(box.cluster, []).append(box)
     return clustered
@@ -218,12 +230,12 @@ def _by_cluster(boxes):
 class _Style:
     """Node and edge attributes: by kind, plus the gradient colours when there is a scale."""
 
-    def __init__(self, show_shapes, scale, reverse_state, factor=1.0):
+    def __init__(self, show_shapes: bool, scale: LogScale | None, reverse_state: bool, factor: float = 1.0) -> None:
         self.show_shapes, self.scale, self.reverse_state = show_shapes, scale, reverse_state
         self.factor = factor                    # the theme's: larger text and heavier lines on a slide
-        self.minlen = {}                        # arrow -> ranks it spans at least (set by the layout)
+        self.minlen: dict[Arrow, int] = {}                        # arrow -> ranks it spans at least (set by the layout)
 
-    def node(self, g, box):
+    def node(self, g: "graphviz.Digraph", box: Box) -> None:
         attrs = dict(STYLE[box.kind])
         if box.is_target:
             attrs["peripheries"] = "2"
@@ -234,13 +246,13 @@ class _Style:
                 attrs.update(fillcolor=self.scale.color(box.grad), fontcolor=self.scale.font_color(box.grad))
         g.node(box.id, label=self.label(box), **self.themed(attrs, "14"))
 
-    def themed(self, attrs, fontsize):
+    def themed(self, attrs: dict[str, str], fontsize: str) -> dict[str, str]:
         if self.factor != 1.0:
             attrs["fontsize"] = f"{float(attrs.get('fontsize', fontsize)) * self.factor:g}"
             attrs["penwidth"] = f"{float(attrs.get('penwidth', '1')) * self.factor:g}"
         return attrs
 
-    def label(self, box):
+    def label(self, box: Box) -> str:
         title = escape(box.title)
         if box.kind in ("param", "cell", "proxy"):
             title = f"<B>{title}</B>"
@@ -258,7 +270,7 @@ class _Style:
             title = f'<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="1"><TR><TD>{title}</TD></TR>{cells}</TABLE>'
         return f"<{title}>"
 
-    def edge(self, g, arrow, detail):
+    def edge(self, g: "graphviz.Digraph", arrow: Arrow, detail: str) -> None:
         attrs = dict(EDGE[arrow.kind])
         if self.minlen.get(arrow, 1) > 1:
             attrs["minlen"] = str(self.minlen[arrow])
@@ -296,5 +308,5 @@ class _Style:
             g.edge(arrow.src.id, arrow.dst.id, **self.themed(attrs, "12"))
 
 
-def _shape(shape):
+def _shape(shape: Sequence[int]) -> str:
     return f"({shape[0]},)" if len(shape) == 1 else "(" + ", ".join(str(n) for n in shape) + ")"

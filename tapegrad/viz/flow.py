@@ -1,4 +1,6 @@
 """‖∂L/∂h_t‖ per time step: how much gradient reaches each step's state (vanishing or preserved)."""
+from typing import Any
+
 from ..errors import InvalidValueError
 from .graph import extract
 
@@ -11,10 +13,10 @@ class GradientFlow:
             series per state value ("h", "c"; prefixed by the module for several sequences)
     """
 
-    def __init__(self, steps, series):
+    def __init__(self, steps: list[int], series: dict[str, list[float | None]]) -> None:
         self.steps, self.series = steps, series
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         names = list(self.series)
         rows = [["t"] + [f"‖∂L/∂{n}‖" for n in names]]
         for i, t in enumerate(self.steps):
@@ -22,7 +24,7 @@ class GradientFlow:
         widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
         return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
-    def plot(self, ax=None, label=None):
+    def plot(self, ax: Any = None, label: str | None = None) -> Any:
         """Draw each series against t on a log scale (matplotlib); returns the Axes."""
         import matplotlib.pyplot as plt
 
@@ -39,7 +41,7 @@ class GradientFlow:
         return ax
 
 
-def gradient_flow(target, plot=True, ax=None, label=None):
+def gradient_flow(target: Any, plot: bool = True, ax: Any = None, label: str | None = None) -> GradientFlow:
     """The per-step table of ‖∂L/∂h_t‖ (and ‖∂L/∂c_t‖ ...) for a loss after backward; plotted too
     when matplotlib is installed and `plot` is true (on `ax`, series labelled with `label`).
 
@@ -53,7 +55,7 @@ def gradient_flow(target, plot=True, ax=None, label=None):
         raise InvalidValueError("gradient_flow: no recurrent state found (no value passes from one time step to the "
                          "next inside tapegrad.scope(t=...))")
     steps = sorted({t for run in runs for t in run.steps})
-    series = {}
+    series: dict[str, list[float | None]] = {}
     for run in runs:
         for key, name in run.states.items():
             nodes = [at.get((run.index, t, key)) for t in steps]
@@ -67,7 +69,7 @@ def gradient_flow(target, plot=True, ax=None, label=None):
     return flow
 
 
-def _has_matplotlib():
+def _has_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
