@@ -134,17 +134,18 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
             for i, parent in enumerate(rec.parents):
                 if parent is None or not parent.requires_grad:
                     continue
-                rule = None if joint is not None or variadic is not None else rules[i]
                 if joint is not None:
                     gi = joint[i]
                 elif variadic is not None:         # the inputs as one tuple: O(1) per input, not O(n)
                     gi = variadic(i, g, ans, args, **params)
-                elif rule is identity:
-                    gi = g
-                elif rule is not None:              # None: not differentiable in this input (a condition)
-                    gi = rule(g, ans, *args, **params)
                 else:
-                    continue
+                    rule = rules[i]
+                    if rule is identity:
+                        gi = g
+                    elif rule is None:              # not differentiable in this input (a condition)
+                        continue
+                    else:
+                        gi = rule(g, ans, *args, **params)
                 if gi is None:
                     continue
                 if gi.shape != parent.shape:
@@ -167,11 +168,12 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
                     prev += gi                # an owned entry is always an ndarray (0-d included): in place
                 else:
                     total = prev + gi
-                    if type(total) is not np.ndarray and not isinstance(total, Tensor):
-                        total = np.asarray(total)     # two 0-d arrays add to a numpy scalar: keep an array
-                    grads[parent] = total
                     if type(total) is np.ndarray:
                         owned.add(parent)
+                    elif not isinstance(total, Tensor):   # two 0-d arrays add to a numpy scalar: keep an array
+                        total = np.asarray(total)
+                        owned.add(parent)
+                    grads[parent] = total
         except TapegradError:
             raise
         except Exception as e:
