@@ -213,9 +213,10 @@ CONTENDERS = {BASELINE: hand_numpy, CAREFUL: hand_careful, "tapegrad": tapegrad,
 
 
 def make_steps(names, cell, size, seed=0):
-    """name -> step function (None where the framework is not importable), each checked against hand-numpy."""
+    """name -> step function (None where the framework is not importable), each checked against hand-numpy.
+    size: a key of SIZES, or a dict with B, D, H, T."""
     rng = np.random.default_rng(seed)
-    s = SIZES[size]
+    s = SIZES[size] if isinstance(size, str) else size
     p = handwritten.init_params(cell, s["D"], s["H"], s["D"], rng)      # output size O = D
     xs, ys = handwritten.make_data(s["B"], s["D"], s["D"], s["T"], rng)
     ref_loss, ref = handwritten.STEPS[cell](p, xs, ys)

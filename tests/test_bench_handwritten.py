@@ -73,3 +73,20 @@ def test_benchmark_contenders_agree_with_hand_numpy(cell):
         assert loss == pytest.approx(ref_loss, rel=1e-5), name
         for n, g in ref.items():
             np.testing.assert_allclose(grads[n], g, rtol=1e-4, atol=1e-5 * np.abs(g).max(), err_msg=f"{name} d{n}")
+
+
+def test_long_unroll_reports_a_finite_cost_per_step_for_every_contender():
+    """benchmarks/long_unroll.py at tiny sizes: every contender is checked against hand-numpy and timed."""
+    import io
+    import math
+
+    import long_unroll
+    out = io.StringIO()
+    result = long_unroll.main(["--T", "5,10", "--B", "2", "--D", "3", "--H", "4", "--rounds", "1", "--repeat", "1",
+                               "--compiled-max-T", "10"], out=out)
+    assert sorted(result) == [5, 10]
+    for T, v in result.items():
+        assert set(v) == set(long_unroll.NAMES), T
+        for name, us in v.items():
+            assert us is not None and math.isfinite(us) and us > 0, (T, name, us)
+    assert "| 10 |" in out.getvalue()
