@@ -46,10 +46,8 @@ def _spread(g, x, axis, keepdims, scale=1.0):
     """A reduction's output gradient times `scale`, spread back over the reduced axes of `x`."""
     if not keepdims and axis is not None:
         g = g.reshape(_keepdims_shape(x.shape, axis))
-    if type(g) is np.ndarray:                   # first order: one C-level broadcasting fill
-        out = np.empty(x.shape, g.dtype)
-        np.multiply(g, scale, out=out)
-        return out
+    if type(g) is np.ndarray:                   # first order: a read-only view, not an array of x's size
+        return np.broadcast_to(np.multiply(g, scale, dtype=g.dtype) if scale != 1.0 else g, x.shape)
     return broadcast_to(g * scale if scale != 1.0 else g, x.shape)
 
 
@@ -92,10 +90,17 @@ clip = defop("clip", lambda x, lo=None, hi=None: np.clip(x, lo, hi),
              lambda g, ans, x, lo=None, hi=None: where(ans == x, g, 0), keep="both", params=("lo", "hi"))
 
 
+_HALF = {np.dtype(t): np.array(0.5, t) for t in (np.float16, np.float32, np.float64)}   # 0-d: cheaper than 0.5
+
+
 def _sigmoid(x):
-    s = np.tanh(x * 0.5)     # stable for any x, unlike 1 / (1 + exp(-x))
-    s *= 0.5
-    s += 0.5
+    half = _HALF.get(getattr(x, "dtype", None), 0.5)
+    s = np.multiply(x, half)     # tanh(x / 2) / 2 + 1/2: stable for any x, unlike 1 / (1 + exp(-x))
+    if type(s) is not np.ndarray:
+        return np.tanh(s) * half + half
+    np.tanh(s, out=s)
+    s *= half
+    s += half
     return s
 
 

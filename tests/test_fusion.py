@@ -1,0 +1,199 @@
+"""tapegrad.compile(exact=False): the product and elementwise rewrites of tapegrad/fusion.py give eager's
+loss and gradients to rounding (float64, 1e-12 of each array's largest entry) on random per-gate cells,
+see in-place optimizer updates of the joined parameters, and are bit-identical where only elementwise
+work is fused."""
+import warnings
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad.compile import CompileWarning
+
+ACTIVATIONS = {"sigmoid": tg.sigmoid, "tanh": tg.tanh, "exp": lambda a: tg.exp(a * 0.1), "relu": tg.relu,
+               "neg": lambda a: -a, "none": lambda a: a}
+
+
+def _near(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    scale = np.max(np.abs(b), initial=0.0)
+    assert np.all(np.abs(a - b) <= 1e-12 * scale + 1e-300), f"{what}: {np.max(np.abs(a - b))} vs scale {scale}"
+
+
+def random_cell(seed):
+    """A recurrent program from ops, drawn at random: G gates, each act_k(x_t U_k + h W_k [+ b_k]) with
+    per-gate widths equal (so they fuse) or not, the new state mixing gates and the old state, an output
+    projection sharing h with the gates, and some gates reading r * h instead of h (a GRU's candidate)."""
+    rng = np.random.default_rng(seed)
+    B, D, H, T = (int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 5)),
+                  int(rng.integers(1, 5)))
+    G = int(rng.integers(2, 5))
+    acts = [str(a) for a in rng.choice(list(ACTIVATIONS), G)]
+    bias = rng.random(G) < 0.7
+    reads_rh = rng.random(G) < 0.25
+    same_act = rng.random() < 0.5
+    if same_act:
+        acts = [acts[0]] * G
+    p = {}
+    for k in range(G):
+        p[f"U{k}"] = rng.standard_normal((D, H)) * 0.5
+        p[f"W{k}"] = rng.standard_normal((H, H)) * 0.5
+        if bias[k]:
+            p[f"b{k}"] = rng.standard_normal(H) * 0.1
+    p["V"], p["c"] = rng.standard_normal((H, 2)), rng.standard_normal(2)
+    params = {n: tg.tensor(v, requires_grad=True) for n, v in p.items()}
+    mix = [int(m) for m in rng.integers(0, 3, G)]
+
+    def step(*xs_ys):
+        xs, ys = xs_ys[:T], xs_ys[T:]
+        h = tg.tensor(np.zeros((B, H)))
+        loss = 0
+        for x, y in zip(xs, ys):
+            gates = []
+            for k in range(G):
+                left = h * gates[0] if reads_rh[k] and gates else h
+                a = x @ params[f"U{k}"] + left @ params[f"W{k}"]
+                if bias[k]:
+                    a = a + params[f"b{k}"]
+                gates.append(ACTIVATIONS[acts[k]](a))
+            new = gates[0] * h if mix[0] == 0 else gates[0]
+            for k, g in enumerate(gates[1:], 1):
+                new = new + g if mix[k] == 0 else new * g if mix[k] == 1 else new - g * h
+            h = tg.tanh(new)
+            loss = loss + tg.mse_loss(h @ params["V"] + params["c"], y)
+        loss.backward()
+        return loss
+
+    def inputs(i):
+        r = np.random.default_rng(1000 * seed + i)
+        return [r.standard_normal((B, D)) for _ in range(T)] + [r.standard_normal((B, 2)) for _ in range(T)]
+    return step, params, inputs
+
+
+def _run(step, params, inputs, calls=3, **kw):
+    c = tg.compile(step, exact=False, **kw)
+    for i in range(calls):
+        args = inputs(i)
+        for q in params.values():
+            q.grad = None
+        ref = step(*[tg.tensor(a) for a in args])
+        ref_g = {n: np.array(q.grad) for n, q in params.items()}
+        for q in params.values():
+            q.grad = None
+        got = c(*args)
+        _near(got.data, ref.data, f"loss, call {i}")
+        for n, q in params.items():
+            _near(q.grad, ref_g[n], f"d{n}, call {i}")
+    return c
+
+
+def test_random_cells_agree_with_eager_to_rounding():
+    fused = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileWarning)           # every one of them compiles
+        for seed in range(150):
+            c = _run(*random_cell(seed))
+            assert c.source.count("def step") == 1
+            fused += "concat axis=1" in c.source                      # joined gate weights
+    assert fused >= 140, fused
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_cells_from_ops_are_fused_like_careful_handwritten_code(cell):
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bptt
+    import handwritten
+    B, D, H, T = 2, 3, 4, 5
+    p = handwritten.init_params(cell, D, H, D, np.random.default_rng(3), np.float64)
+    params = {n: tg.tensor(v, requires_grad=True) for n, v in p.items()}
+    ops = type("ops", (), dict(tanh=staticmethod(tg.tanh), sigmoid=staticmethod(tg.sigmoid),
+                               mse=staticmethod(tg.mse_loss)))
+
+    def step(xs, ys):
+        loss = bptt.framework_loss(ops, cell, params, list(xs), list(ys), tg.tensor(np.zeros((B, H))))
+        loss.backward()
+        return loss
+    c = _run(step, params, lambda i: handwritten.make_data(B, D, D, T, np.random.default_rng(i), np.float64))
+    src = c.source
+    forward = src.split("# backward")[0]
+    # per step one product of h (gates and the previous output layer together; the GRU's (r h) W_n apart),
+    # plus the hoisted input product and h_0's
+    assert forward.count("np.dot(") == (2 * T + 2 if cell == "gru" else T + 2)
+    assert "concat axis=0 offsets=(0, 2, 4, 6, 8, 10)" in src                 # the T inputs, stacked once
+    assert "all steps' x_t^T g_t as one product" in src
+
+
+def test_in_place_optimizer_updates_of_joined_parameters_are_seen():
+    step, params, inputs = random_cell(7)
+    opt = tg.optim.SGD(list(params.values()), lr=0.05)
+    twin = {n: tg.tensor(q.data.copy(), requires_grad=True) for n, q in params.items()}
+    c = tg.compile(step, exact=False)
+    losses = []
+    for i in range(6):
+        for q in params.values():
+            q.grad = None
+        losses.append(c(*inputs(i)).item())
+        opt.step()
+    eager_step, eager_params, _ = random_cell(7)
+    for n, q in eager_params.items():
+        q.data[...] = twin[n].data
+    eager_opt = tg.optim.SGD(list(eager_params.values()), lr=0.05)
+    for i in range(6):
+        for q in eager_params.values():
+            q.grad = None
+        ref = eager_step(*[tg.tensor(a) for a in inputs(i)]).item()
+        eager_opt.step()
+        assert abs(losses[i] - ref) <= 1e-12 * abs(ref), (i, losses[i], ref)
+    assert len(set(losses)) == len(losses)                   # the parameters did move
+
+
+def test_fused_elementwise_siblings_alone_are_bit_identical():
+    """Four gates sliced from one input, each through its own elementwise ops: only the sibling fusion
+    applies (no products), and elementwise work on a wider slice gives the same bits."""
+    rng = np.random.default_rng(2)
+    b = tg.tensor(rng.standard_normal(12), requires_grad=True)
+    bs = [tg.tensor(rng.standard_normal(3), requires_grad=True) for _ in range(4)]
+    params = {"b": b, **{f"b{k}": q for k, q in enumerate(bs)}}
+
+    def step(z):
+        a = z * b
+        gates = [tg.sigmoid(a[:, 3 * k:3 * k + 3] + bs[k]) for k in range(3)] + [tg.tanh(a[:, 9:] + bs[3])]
+        loss = (gates[0] * gates[1] + gates[2] * gates[3]).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step, exact=False)
+    for i in range(3):
+        z = np.random.default_rng(i).standard_normal((2, 12))
+        for q in params.values():
+            q.grad = None
+        ref = step(tg.tensor(z))
+        ref_g = {n: q.grad.copy() for n, q in params.items()}
+        for q in params.values():
+            q.grad = None
+        got = c(z)
+        assert got.data.tobytes() == ref.data.tobytes()
+        for n, q in params.items():
+            assert q.grad.tobytes() == ref_g[n].tobytes(), n
+    forward = c.source.split("# backward")[0]
+    assert forward.count("f_sigmoid(") == 1 and "concat axis=0 offsets=(0, 3, 6, 9, 12)" in forward
+
+
+def test_nn_cells_and_unroll_options_agree_to_rounding():
+    rng = np.random.default_rng(4)
+    cells = [tg.nn.LSTMCell(3, 4, dtype=np.float64, rng=rng), tg.nn.GRUCell(3, 4, dtype=np.float64, rng=rng),
+             tg.nn.RNNCell(3, 4, dtype=np.float64, rng=rng)]
+    head = tg.nn.Linear(4, 2, dtype=np.float64, rng=rng)
+    params = {f"p{j}": q for j, q in enumerate([q for m in (*cells, head) for q in m.parameters()])}
+
+    def step(xs, ys):
+        loss = 0
+        for cell, kw in zip(cells, ({"lengths": [5, 3, 1]}, {"truncate": 2}, {})):
+            out, _ = tg.nn.unroll(cell, xs, **kw)
+            loss = loss + tg.mse_loss(head(out), ys)
+        loss.backward()
+        return loss
+    r = np.random.default_rng
+    _run(step, params, lambda i: (r(i).standard_normal((3, 5, 3)), r(i + 9).standard_normal((3, 5, 2))))
