@@ -6,6 +6,7 @@ times add up; BPTT's sum over time steps of a shared weight's gradient is exactl
 """
 from heapq import heappop, heappush
 from math import prod
+from sys import getrefcount
 
 import numpy as np
 
@@ -166,6 +167,12 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
                     grads[parent] = gi
                 elif parent in owned:
                     prev += gi                # an owned entry is always an ndarray (0-d included): in place
+                elif (type(gi) is np.ndarray and getrefcount(gi) <= _SOLE and gi.base is None
+                      and gi.flags.writeable and type(prev) is np.ndarray and gi.shape == prev.shape
+                      and gi.dtype == prev.dtype):
+                    gi += prev                # a fresh array only this loop holds (x * x's second rule): add
+                    grads[parent] = gi        # into it, not into a third array (a + b is b + a, bit for bit)
+                    owned.add(parent)
                 else:
                     total = prev + gi
                     if type(total) is np.ndarray:
@@ -187,6 +194,16 @@ def _sweep(seeds, retain_graph, create_graph, store, wanted=(), on_edge=None):
         return grads
     found.update((k, v) for k, v in grads.items() if k in wanted)
     return found
+
+
+def _sole_reference_count():
+    """What getrefcount says of an array that only one local variable holds: a rule's result that nothing
+    else (a record, a callback, a view of it) refers to, which the sweep may therefore add into."""
+    a = np.empty(0)
+    return getrefcount(a)
+
+
+_SOLE = _sole_reference_count()
 
 
 def _observe(rec, i, parent, gi, on_edge):

@@ -81,10 +81,14 @@ def unroll(cell: Any, xs: Any, state: Any = None, lengths: Any = None, truncate:
         if checkpoint_every is None:
             return run(state, xs, range(T))
         segments = []                   # each segment keeps only its inputs and final state; its records
-        for start in range(0, T, checkpoint_every):              # are recomputed in backward
+        constant = not _requires_grad(xs)                        # are recomputed in backward
+        for start in range(0, T, checkpoint_every):
             steps = range(start, min(start + checkpoint_every, T))
             segment = _segment(xs, steps, listed or time_major)
-            out, state = checkpoint(lambda s, x, steps=steps: run(s, x, steps), state, segment)
+            if constant:                # a slice of xs, which the caller holds: read as it is, not kept copied
+                out, state = checkpoint(lambda s, x=segment, steps=steps: run(s, x, steps), state)
+            else:
+                out, state = checkpoint(lambda s, x, steps=steps: run(s, x, steps), state, segment)
             segments.append(out)
         return concat(segments, axis=time_axis), state
 
@@ -121,6 +125,13 @@ def _listed(values: Sequence[int], limit: int = 12) -> str:
     shown = ", ".join(map(str, values[:limit]))
     more = len(values) > limit
     return f"[{shown}{', ...' if more else ''}]" + (f" ({len(values)} in all)" if more else "")
+
+
+def _requires_grad(xs: Any) -> bool:
+    """Whether a tensor xs, or any tensor of a list xs, requires grad."""
+    if isinstance(xs, (list, tuple)):
+        return any(isinstance(x, Tensor) and x.requires_grad for x in xs)
+    return isinstance(xs, Tensor) and xs.requires_grad
 
 
 def _segment(xs: Any, steps: range, time_first: bool) -> Any:
