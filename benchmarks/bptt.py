@@ -11,8 +11,9 @@ Method:
   * interleaved rounds: in each round every contender runs `repeat` steps and keeps their median;
     the contenders' order rotates from round to round, so a slow phase of the machine hits them all;
   * final time = the minimum over rounds of those medians (the least disturbed round);
-  * `--memory SIZE` instead reports the tracemalloc peak of one step (after a warm-up step), which
-    sees numpy's array buffers but not PyTorch's allocator (printed as n/a).
+  * `--memory SIZE` instead reports what each contender keeps allocated after its warm-up step plus
+    the tracemalloc peak of one more step above that (tracemalloc sees numpy's array buffers but not
+    PyTorch's allocator: printed as n/a).
 
 Contenders are a dict name -> factory(cell, params, xs, ys) returning a no-argument step function
 that returns (loss, grads as numpy arrays); a factory raising ImportError is shown as n/a.
@@ -152,17 +153,19 @@ def tapegrad_builtin(cell, p, xs, ys, compiled=False):
         loss = tg.mse_loss(out @ V + c, ys_, reduction="sum") / (B * O)
         loss.backward()
         return loss
-    train = tg.compile(train, batch_weight_grads=compiled == "batch") if compiled else train
+    train = tg.compile(train, exact=compiled != "fast") if compiled else train
+
+    def grads():                       # the fused gradients under the hand-written names (for the check)
+        out = {"V": V.grad, "c": c.grad}
+        for name, hand in (("W_x", "U"), ("W_h", "W"), ("b", "b")):
+            for k, g in zip(blocks, np.split(getattr(net, name).grad, len(blocks), axis=-1)):
+                out[hand + k] = g
+        return out
 
     def step():
         for q in (*net.parameters(), V, c):
             q.grad = None
-        loss = train(xs_, ys_)
-        grads = {"V": V.grad, "c": c.grad}
-        for name, hand in (("W_x", "U"), ("W_h", "W"), ("b", "b")):
-            for k, g in zip(blocks, np.split(getattr(net, name).grad, len(blocks), axis=-1)):
-                grads[hand + k] = g
-        return loss.item(), grads
+        return train(xs_, ys_).item(), grads       # grads: a function, called only by the check
     return step
 
 
@@ -175,7 +178,7 @@ def hand_careful(cell, p, xs, ys):
     return lambda: step(xs, ys)
 
 
-def tapegrad_compiled(cell, p, xs, ys, batch=False):
+def tapegrad_compiled(cell, p, xs, ys, fast=False):
     """The `tapegrad` contender's step (the cell written as ops) under `tapegrad.compile`."""
     import tapegrad as tg
     ops = SimpleNamespace(tanh=tg.tanh, sigmoid=tg.sigmoid, mse=tg.mse_loss)
@@ -186,7 +189,7 @@ def tapegrad_compiled(cell, p, xs, ys, batch=False):
         loss = framework_loss(ops, cell, params, xs, ys, h0)
         loss.backward()
         return loss
-    compiled = tg.compile(train, batch_weight_grads=batch)
+    compiled = tg.compile(train, exact=not fast)
 
     def step():
         for q in params.values():
@@ -197,9 +200,9 @@ def tapegrad_compiled(cell, p, xs, ys, batch=False):
     return step
 
 
-def tapegrad_nn_compiled(cell, p, xs, ys, batch=False):
+def tapegrad_nn_compiled(cell, p, xs, ys, fast=False):
     """The `tapegrad-nn` contender's step (built-in cell through unroll) under `tapegrad.compile`."""
-    builtin = tapegrad_builtin(cell, p, xs, ys, compiled="batch" if batch else True)
+    builtin = tapegrad_builtin(cell, p, xs, ys, compiled="fast" if fast else True)
     builtin()
     return builtin
 
@@ -207,14 +210,15 @@ def tapegrad_nn_compiled(cell, p, xs, ys, batch=False):
 CONTENDERS = {BASELINE: hand_numpy, CAREFUL: hand_careful, "tapegrad": tapegrad, "tapegrad-ckpt": tapegrad_checkpointed,
               "tapegrad-nn": tapegrad_builtin, "tapegrad-compiled": tapegrad_compiled,
               "tapegrad-nn-compiled": tapegrad_nn_compiled,
-              "tapegrad-compiled-batched": functools.partial(tapegrad_compiled, batch=True),
-              "tapegrad-nn-compiled-batched": functools.partial(tapegrad_nn_compiled, batch=True),
+              "tapegrad-compiled-fast": functools.partial(tapegrad_compiled, fast=True),
+              "tapegrad-nn-compiled-fast": functools.partial(tapegrad_nn_compiled, fast=True),
               "pytorch": pytorch, "autograd": hips_autograd}
 
 
-def make_steps(names, cell, size, seed=0):
+def make_steps(names, cell, size, seed=0, held=None):
     """name -> step function (None where the framework is not importable), each checked against hand-numpy.
-    size: a key of SIZES, or a dict with B, D, H, T."""
+    size: a key of SIZES, or a dict with B, D, H, T. held: a dict to fill with the bytes each contender
+    keeps allocated after its warm-up step (its parameters, preallocated or compiled buffers)."""
     rng = np.random.default_rng(seed)
     s = SIZES[size] if isinstance(size, str) else size
     p = handwritten.init_params(cell, s["D"], s["H"], s["D"], rng)      # output size O = D
@@ -222,20 +226,36 @@ def make_steps(names, cell, size, seed=0):
     ref_loss, ref = handwritten.STEPS[cell](p, xs, ys)
     steps = {}
     for name in names:
+        if held is not None:
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
         try:
             steps[name] = CONTENDERS[name](cell, p, xs, ys)
         except ImportError as e:
             steps[name] = None
+            if held is not None:
+                tracemalloc.stop()
             if name not in _SKIPPED:
                 _SKIPPED.add(name)
                 print(f"({name}: n/a, {e})", file=sys.stderr)
             continue
         loss, grads = steps[name]()                                     # also the warm-up step
+        grads = named_grads(grads)
         assert np.isclose(loss, ref_loss, rtol=1e-4), f"{name} {size} {cell}: loss {loss} != {ref_loss}"
         for n, g in ref.items():
             np.testing.assert_allclose(np.asarray(grads[n]), g, rtol=1e-3, atol=1e-3 * np.abs(g).max(),
                                        err_msg=f"{name} {size} {cell}: d{n} differs from hand-numpy")
+        del grads
+        if held is not None:
+            held[name] = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
     return steps
+
+
+def named_grads(grads):
+    """A step's gradients by hand-written name: a dict, or a function giving one (so that a contender
+    whose gradients need renaming does not pay for it inside the timed step)."""
+    return grads() if callable(grads) else grads
 
 
 def time_steps(steps, rounds, repeat):
@@ -298,12 +318,14 @@ def main(argv=None):
     names.insert(1, CAREFUL)
     print(f"numpy {np.__version__}, python {sys.version.split()[0]}, single thread")
     if args.memory:
-        print_header("peak memory of one step (tracemalloc; n/a for pytorch, whose allocator it cannot see)",
-                     "MiB", names)
+        print_header("memory of one step: what the contender keeps allocated between steps (parameters, "
+                     "preallocated or compiled buffers) + the step's tracemalloc peak above it; n/a for pytorch, "
+                     "whose allocator tracemalloc cannot see", "MiB", names)
         for cell in CELLS:
-            steps = make_steps(names, cell, args.memory)
-            print_row(args.memory, cell, {n: peak_memory(f) / 2**20 if f and n not in UNTRACED else None
-                                          for n, f in steps.items()}, names)
+            held = {}
+            steps = make_steps(names, cell, args.memory, held=held)
+            print_row(args.memory, cell, {n: (held[n] + peak_memory(f)) / 2**20 if f and n not in UNTRACED
+                                          else None for n, f in steps.items()}, names)
         return
     print_header(f"one BPTT step, min over {args.rounds} rounds of the median of {args.repeat}", "ms", names)
     for size in args.sizes.split(","):

@@ -33,8 +33,12 @@ What is baked in, and the guards:
   * A compiled call returns its outputs as new Tensors that are not on a tape (backward already ran).
   * Under an open `Tape`, `no_grad`, or anomaly mode, calls run eagerly.
 """
+import ast
+import builtins
 import collections
 import copy
+import functools
+import gc
 import sys
 import warnings
 from collections.abc import Callable
@@ -601,9 +605,14 @@ _RULE_TEXT = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
+def _expression(text):
+    return builtins.compile(text, "<specialization>", "eval")
+
+
 def _check_text(text, expected, env):
     try:
-        got = eval(text, {"np": np}, env)
+        got = eval(_expression(text), {"np": np}, env)
     except Exception:
         return None
     if type(got) is type(expected) and np.shape(got) == np.shape(expected) and got.dtype == expected.dtype \
@@ -697,6 +706,7 @@ class _Writer:
                    "_Stale": _Stale,
                    "_store_grad": autodiff._store_grad}
         self.names = {}
+        self.rule_args = {}          # id(node) -> _rule_args(node)
 
     def bind(self, prefix, obj):
         key = (prefix, id(obj))
@@ -765,24 +775,40 @@ def _comment(node):
     return f"# %{node.k} {node.op.name}{params} : {shape}" + (f" | {label}" if label and label != "<root>" else "")
 
 
+def _batch_kind(node, i, how):
+    """"product" for a 2-d matmul's weight-gradient contribution x_t^T g_t, "sum" for a bias's (a (B, N)
+    gradient summed over its rows into (N,)), else None."""
+    if how["cast"] is not None or how["indexed"]:
+        return None
+    if i == 1 and how.get("spec") == "{a0}.mT @ {g}" and not how["ub"] and node.casts[0] is None:
+        return "product"
+    out = np.shape(node.out)
+    if how["kind"] == "identity" and how["ub"] and len(out) == 2 and tuple(how["shape"]) == out[1:] \
+            and not how["ub"].startswith("unbroadcast"):
+        return "sum"
+    return None
+
+
 def _batch_weight_grads(steps):
-    """Group, per leaf, the 2-d matmul weight-gradient contributions x_t^T g_t of its uses: the program
-    then sums them as one product X^T G over the stacked steps (a reordered sum: not bit-identical).
-    Re-derives the accumulation of the leaf's other contributions. Returns {id(leaf): (leaf, name)}."""
-    groups = collections.defaultdict(list)
+    """Group, per value, the 2-d matmul weight-gradient contributions x_t^T g_t of its uses (or a bias's
+    row sums): the program then computes them as one product X^T G over the stacked steps (one sum of
+    the stacked rows), a reordered sum, not bit-identical. Re-derives the accumulation of the value's
+    other contributions. Returns {id(value): (value, whether it has other contributions)}."""
+    groups = collections.defaultdict(lambda: collections.defaultdict(list))
     for step in steps:
         if step[0] != "edge":
             continue
         _, node, i, src, how = step
-        if src.kind in ("param", "input", "node") and i == 1 and how.get("spec") == "{a0}.mT @ {g}" and not how["ub"] \
-                and how["cast"] is None and not how["indexed"] and node.casts[0] is None:
-            groups[id(src)].append(how)
+        kind = _batch_kind(node, i, how) if src.kind in ("param", "input", "node") else None
+        if kind is not None:
+            groups[id(src)][kind].append(how)
     batched = {}
-    for key, hows in groups.items():
+    for key, kinds in groups.items():
+        kind, hows = max(kinds.items(), key=lambda kv: len(kv[1]))
         if len(hows) < 2:
             continue
         for how in hows:
-            how["batch"] = True
+            how["batch"] = kind
         batched[key] = None
     seen, owned = set(), set()
     for step in steps:
@@ -864,12 +890,40 @@ def _gathers(steps):
     return plans
 
 
-def _gather_line(src, plan):
-    axis, kind, nodes = plan
-    pieces = ", ".join(f"g_{n.value.name}" for n in nodes)
-    line = f"    g_{src.name} = np.{kind}(({pieces}), axis={axis})"
-    what = src.name if src.kind != "node" else f"%{src.node.k}"
-    return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces' gradients side by side"
+class _Gathers:
+    """Where each gathered gradient is built. Pieces along axis 0 (the steps of a hoisted product, the
+    outputs of a stack over time) are copied, each as soon as it is final, into a buffer the program
+    keeps between calls, so they need not all stay alive until their value's gradient is used; pieces
+    along a later axis (a cell's gates, final within a few lines) are joined by one concatenate/stack."""
+
+    def __init__(self, plans, w):
+        self.plans, self.slot = plans, {}
+        self.buf = {}
+        for key, (axis, _, nodes) in plans.items():
+            if axis == 0:
+                g = nodes[0]
+                shape = np.shape(g.inputs[0].array)
+                self.buf[key] = w.bind("BG", np.empty(shape, g.out.dtype))
+                for n in nodes:
+                    self.slot[id(n.value)] = (self.buf[key], _index_text(n.params["index"]))
+
+    def piece(self, v):
+        """The line copying a finished piece's gradient into its slot, or None."""
+        slot = self.slot.get(id(v))
+        if slot is None:
+            return None
+        line = f"    {slot[0]}[{slot[1]}] = g_{v.name}"
+        return f"{line:<60}  # its slot of the gradient it is a piece of"
+
+    def whole(self, src):
+        axis, kind, nodes = self.plans[id(src)]
+        what = src.name if src.kind != "node" else f"%{src.node.k}"
+        if id(src) in self.buf:
+            line = f"    g_{src.name} = {self.buf[id(src)]}"
+            return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces' gradients, copied in as they were final"
+        pieces = ", ".join(f"g_{n.value.name}" for n in nodes)
+        line = f"    g_{src.name} = np.{kind}(({pieces}), axis={axis})"
+        return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces' gradients side by side"
 
 
 def _returned_values(r):
@@ -978,30 +1032,32 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         seed_line = f"    g_{_gname(root)} = {w.bind('ONES', seed)}"
         lines.append(f"{seed_line:<60}  # seed: d loss / d loss = 1")
         batched = _batch_weight_grads(steps) if batch_weight_grads else {}
-        for src, _ in batched.values():
-            lines.append(f"    X_{src.name}, G_{src.name} = [], []{'':<30}  # the steps' factors of d/d {src.name}")
+        buffers = _Batches(steps, batched, w)
         gathers = _gathers(steps)
+        joins = _Gathers(gathers, w)
         for step in steps:
             if step[0] == "grad":
                 v = step[1].value
                 if id(v) in batched:
-                    lines.append(_batched_line(*batched.pop(id(v))))
+                    lines.append(buffers.total(*batched.pop(id(v))))
                 if id(v) in gathers:
-                    lines.append(_gather_line(v, gathers[id(v)]))
+                    lines.append(joins.whole(v))
+                slot_line = joins.piece(v)
+                if slot_line is not None:
+                    lines.append(slot_line)
                 continue
             _, node, i, src, how = step
             if how.get("gathered"):
                 continue
             if how.get("batch"):
-                line = f"    X_{src.name}.append({_expr(node.inputs[0], w)}); G_{src.name}.append(g_{node.value.name})"
-                lines.append(f"{line:<60}  # d/d {src.name} by matmul %{node.k}, batched")
+                lines.append(buffers.term(node, src, how))
                 continue
             lines.extend(_edge_lines(node, i, src, how, w))
         for src, others in batched.values():
-            lines.append(_batched_line(src, others))
+            lines.append(buffers.total(src, others))
         for v in leaves:
             if id(v) in gathers:
-                lines.append(_gather_line(v, gathers[id(v)]))
+                lines.append(joins.whole(v))
     lines.append("    # the outputs")
     for v in leaves:
         if v.kind == "param":
@@ -1010,13 +1066,69 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
             target = f"T{v.name}"
         lines.append(f"    _store_grad({target}, g_{_gname(v)})")
     lines.append(f"    return {_result_text(tr.result, w)}")
-    return "\n".join(lines) + "\n", w.ns
+    return _free_dead("\n".join(lines) + "\n"), w.ns
 
 
-def _batched_line(src, others):
-    prod = f"np.concatenate(X_{src.name}).T @ np.concatenate(G_{src.name})"
-    return f"    g_{src.name} = " + (f"g_{src.name} + {prod}" if others else prod) + \
-        "  # all steps' x_t^T g_t as one product"
+def _free_dead(source):
+    """The program with `del` after each local's last use: a value or gradient is freed as soon as
+    nothing later reads it (as the eager sweep frees them), so memory is that of the live values, not
+    of every value of the step at once. A del reads nothing and changes no result."""
+    fn = ast.parse(source).body[0]
+    args = {a.arg for a in fn.args.args}
+    last = {}
+    for stmt in fn.body:
+        for n in ast.walk(stmt):
+            if type(n) is ast.Name and n.id not in args:
+                last[n.id] = max(last.get(n.id, 0), stmt.end_lineno)
+    local = {n.id for stmt in fn.body for n in ast.walk(stmt) if type(n) is ast.Name and type(n.ctx) is ast.Store}
+    dead = collections.defaultdict(list)
+    for name, line in last.items():
+        if name in local:
+            dead[line].append(name)
+    final = fn.body[-1].lineno           # the return: nothing to free after it
+    out = []
+    for number, line in enumerate(source.splitlines(), 1):
+        out.append(line)
+        if number in dead and number < final:
+            out.append("    del " + ", ".join(sorted(dead[number])))
+    return "\n".join(out) + "\n"
+
+
+class _Batches:
+    """The batched gradient terms of each value: every step's x_t and g_t are copied into its rows of two
+    buffers the program keeps between calls (as careful hand-written BPTT preallocates them), and the
+    total is one product X^T G (or one sum of G's rows) where the value's gradient is used."""
+
+    def __init__(self, steps, batched, w):
+        self.w, self.kind, self.rows, self.bufs = w, {}, {}, {}
+        shapes = collections.defaultdict(list)
+        for step in steps:
+            if step[0] == "edge" and step[4].get("batch") and id(step[3]) in batched:
+                _, node, _, src, how = step
+                self.kind[id(src)] = how["batch"]
+                shapes[id(src)].append((np.shape(node.inputs[0].array), np.shape(node.out), node.out.dtype))
+        for key, terms in shapes.items():
+            rows = np.cumsum([0] + [g[0] for _, g, _ in terms])
+            self.rows[key] = iter(zip(rows[:-1].tolist(), rows[1:].tolist()))
+            (x, g, dtype), n = terms[0], int(rows[-1])
+            self.bufs[key] = (w.bind("BX", np.empty((n, x[1]), dtype)) if self.kind[key] == "product" else None,
+                              w.bind("BG", np.empty((n, g[1]), dtype)))
+
+    def term(self, node, src, how):
+        a, b = next(self.rows[id(src)])
+        bx, bg = self.bufs[id(src)]
+        line = f"    {bg}[{a}:{b}] = g_{node.value.name}"
+        if bx is not None:
+            line = f"    {bx}[{a}:{b}] = {_expr(node.inputs[0], self.w)}; " + line.lstrip()
+        return f"{line:<60}  # d/d {src.name} by {node.op.name} %{node.k}, batched"
+
+    def total(self, src, others):
+        bx, bg = self.bufs[id(src)]
+        if bx is not None:
+            total, what = f"{bx}.T @ {bg}", "x_t^T g_t as one product"
+        else:
+            total, what = f"np.add.reduce({bg}, axis=0)", "rows as one sum"
+        return f"    g_{src.name} = " + (f"g_{src.name} + {total}" if others else total) + f"  # all steps' {what}"
 
 
 def _gname(v):
@@ -1044,16 +1156,7 @@ def _edge_lines(node, i, src, how, w):
             lines.append(f"np.add.at({acc_target}, {idx}['index'], {g})")
         return [f"    {ln:<58}  {comment}" if j == len(lines) - 1 else f"    {ln}" for j, ln in enumerate(lines)]
     ans = node.value.name if node.op.keep_ans else "None"
-    if node.op.keep_inputs:
-        args = []
-        for v, cast in zip(node.inputs, node.casts):
-            e = _expr(v, w)
-            if cast is not None:
-                e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
-            args.append(e)
-    else:
-        args = [_expr(v, w) if v.kind == "number" else w.bind("S", _spec(v, d)) if isinstance(d, np.ndarray)
-                else w.bind("k", d) for v, d in zip(node.inputs, node.datas)]
+    args, packed = _rule_args(node, w)
     params = _param_text(node, w)
     if kind == "identity":
         e = g
@@ -1062,8 +1165,7 @@ def _edge_lines(node, i, src, how, w):
         e = how["spec"].format(g=g, ans=ans, one=w.bind("ONE", one) if type(one) is np.ndarray else "1",
                                **{f"a{j}": a for j, a in enumerate(args)})
     elif kind == "variadic":
-        inputs = "".join(a + ", " for a in args)
-        e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({i}, {g}, {ans}, ({inputs}){params})"
+        e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({i}, {g}, {ans}, {packed}{params})"
     else:
         e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({g}, {ans}, {', '.join(args)}{params})"
     if how["ub"]:
@@ -1087,6 +1189,30 @@ def _edge_lines(node, i, src, how, w):
         lines.append(f"{acc_target} = np.asarray({acc_target} + {e})"
                      if np.ndim(src.array) == 0 else f"{acc_target} = {acc_target} + {e}")
     return [f"    {ln:<58}  {comment}" if j == len(lines) - 1 else f"    {ln}" for j, ln in enumerate(lines)]
+
+
+def _rule_args(node, w):
+    """The source text of a node's rule arguments, and of all of them as one tuple (a variadic rule's),
+    worked out once per node: a variadic node of n inputs has n edges."""
+    cached = w.rule_args.get(id(node))
+    if cached is not None:
+        return cached
+    if node.op.keep_inputs:
+        args = []
+        for v, cast in zip(node.inputs, node.casts):
+            e = _expr(v, w)
+            if cast is not None:
+                e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
+            args.append(e)
+        packed = "(" + "".join(a + ", " for a in args) + ")"
+    else:                    # shape-only stand-ins: bound once, the tuple too
+        specs = tuple(v.number if v.kind == "number" else _spec(v, d) if isinstance(d, np.ndarray) else d
+                      for v, d in zip(node.inputs, node.datas))
+        args = [_expr(v, w) if v.kind == "number" else w.bind("S" if isinstance(d, np.ndarray) else "k", x)
+                for v, d, x in zip(node.inputs, node.datas, specs)]
+        packed = w.bind("A", specs)
+    w.rule_args[id(node)] = args, packed
+    return args, packed
 
 
 def _result_text(r, w):
@@ -1246,6 +1372,7 @@ class Compiled:
         exec(code, ns)
         entry.program, entry.source = ns["step"], source
         entry.trace = _Skeleton(tr)
+        gc.collect()       # the two traces' arrays sit in reference cycles (values <-> nodes): free them now
 
     def _checked(self, entry, args, kwargs):
         """Replay, then run eagerly; raise CompileError at the first difference (eager's results stay)."""
@@ -1296,7 +1423,6 @@ class _Skeleton:
 
 
 def compile_source(source, filename):
-    import builtins
     return builtins.compile(source, filename, "exec")
 
 
@@ -1356,7 +1482,8 @@ def compile(fn=None, *, check=False, check_every=None, cache_size=8, batch_weigh
     check=True re-runs every call eagerly and raises CompileError at the first difference;
     check_every=N does so every N-th replay. Up to `cache_size` programs (input shapes) are kept.
     batch_weight_grads=True sums each weight's per-step gradient products x_t^T g_t as one product over
-    the stacked steps (as careful hand-written BPTT does): faster for long unrolls, but a reordered sum,
+    the stacked steps (as careful hand-written BPTT does; a bias's row sums as one sum): faster for long
+    unrolls, but a reordered sum,
     so gradients agree with eager to rounding (about 1e-15 relative in float64), not bit for bit.
     reuse_buffers=True computes elementwise records (numpy ufuncs, sigmoid) into buffers the program
     keeps between calls (`out=`; bit-identical): fewer allocations per call, at the price of keeping

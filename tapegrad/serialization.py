@@ -113,9 +113,9 @@ def _encode(obj: object, key: str | None, arrays: dict[str, np.ndarray], path: s
         return {"value": obj}
     if isinstance(obj, dict):
         for k in obj:
-            if not isinstance(k, str) or "/" in k:
-                raise CheckpointError(f"save {path!r}: dict keys must be str without '/', got {k!r} in the dict "
-                                      f"at {where}")
+            if not isinstance(k, str) or "/" in k or "\x00" in k:    # '/' joins key paths; zip names end at NUL
+                raise CheckpointError(f"save {path!r}: dict keys must be str without '/' or NUL, got {k!r} in the "
+                                      f"dict at {where}")
         return {"dict": {k: _encode(v, _join(key, k), arrays, path) for k, v in obj.items()}}
     if isinstance(obj, (list, tuple)):
         kind = "list" if isinstance(obj, list) else "tuple"
