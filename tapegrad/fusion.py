@@ -49,13 +49,36 @@ class _Rewriter:
         self.prelude, self.joined = [], {}   # parameters joined once per call, at the program's start
 
     def run(self, nodes, keep):
-        nodes = self.hoist(self.fuse_shared_left(nodes))
+        nodes = self.hoist(self.fuse_shared_left(self.common_subexpressions(nodes, keep)))
         for _ in range(8):                       # each pass fuses one more layer of elementwise ops
             fused = self.fuse_siblings(nodes)
             if fused is nodes:
                 break
             nodes = fused
         return _drop_unused_slices(self.prelude + nodes, keep)
+
+    def common_subexpressions(self, nodes, keep):
+        """Nodes repeating an earlier node's op on the same values with the same params (xs[t] sliced
+        once per gate) replaced by that node, so the products that read them share their operand."""
+        dyn_used = {id(x) for n in nodes for d in n.dyn.values() if d is not None for x in _flat(d)}
+        first, alias, out = {}, {}, []
+        for n in nodes:
+            if any(id(v) in alias for v in n.inputs):
+                n = self.with_inputs(n, [alias.get(id(v), v) for v in n.inputs])
+            key = _same_computation_key(n)
+            if key is not None and key in first and id(n.value) not in keep and id(n.value) not in dyn_used:
+                alias[id(n.value)] = first[key].value
+                continue
+            if key is not None:
+                first.setdefault(key, n)
+            out.append(n)
+        return out
+
+    def with_inputs(self, node, inputs):
+        new = self.Node(node.k, node.op, node.fn, inputs, node.casts, node.datas, node.params, node.dyn,
+                        node.scope, node.record)
+        new.out, new.value = node.out, node.value
+        return new
 
     def join(self, params, axis):
         """The parameters concatenated along `axis`: one node per distinct list, in the prelude."""
@@ -247,6 +270,25 @@ def _ancestors(values, data):
             seen.add(id(v))
             todo += [u for u in data[id(v)].inputs if id(u) in data]
     return seen
+
+
+_PURE = _BINARY | _UNARY | {_ops.getitem.op, _ops.matmul.op}
+
+
+def _same_computation_key(n):
+    """A key equal for two nodes computing the same op of the same values with the same params, or None."""
+    if n.op not in _PURE or any(d is not None for d in n.dyn.values()) or any(v.kind == "draw" for v in n.inputs):
+        return None
+    params = tuple(sorted((k, repr(v)) for k, v in n.params.items()))
+    if n.op is _ops.getitem.op and not _is_basic_index(n.params.get("index")):
+        return None
+    return (n.op, tuple(id(v) for v in n.inputs), tuple(n.casts), params)
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or type(p) is int or (type(p) is slice and all(
+        x is None or type(x) is int for x in (p.start, p.stop, p.step))) for p in parts)
 
 
 def _last_axis_slice(node):

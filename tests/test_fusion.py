@@ -197,3 +197,27 @@ def test_nn_cells_and_unroll_options_agree_to_rounding():
         return loss
     r = np.random.default_rng
     _run(step, params, lambda i: (r(i).standard_normal((3, 5, 3)), r(i + 9).standard_normal((3, 5, 2))))
+
+
+def test_inputs_sliced_once_per_gate_are_one_value():
+    """xs[t] written in every gate's expression is one slice (common subexpressions), so the gates'
+    input products share their operand and fuse: the U's are joined and hoisted over the steps."""
+    rng = np.random.default_rng(5)
+    D, H, T = 2, 3, 4
+    params = {f"{m}{k}": tg.tensor(rng.standard_normal((D if m == "U" else H, H)), requires_grad=True)
+              for k in "ifog" for m in "UW"}
+
+    def step(xs):
+        h = c = tg.tensor(np.zeros((2, H)))
+        loss = 0
+        for t in range(T):
+            a = {k: xs[t] @ params["U" + k] + h @ params["W" + k] for k in "ifog"}
+            c = tg.sigmoid(a["f"]) * c + tg.sigmoid(a["i"]) * tg.tanh(a["g"])
+            h = tg.sigmoid(a["o"]) * tg.tanh(c)
+            loss = loss + (h * h).sum()
+        loss.backward()
+        return loss
+    c = _run(step, params, lambda i: (np.random.default_rng(i).standard_normal((T, 2, D)),))
+    forward = c.source.split("# backward")[0]
+    assert forward.count("np.dot(") == T + 1          # one hoisted input product, one h product per step
+    assert "concat axis=1 offsets=(0, 3, 6, 9, 12) : (2, 12)" in forward          # the four U's, joined
