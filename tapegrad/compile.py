@@ -16,6 +16,9 @@ call and one accumulation. A program is compiled after two calls (with the same 
 and integer/boolean input values) trace the same program with the same constants: a value computed
 outside tapegrad ops from the inputs shows up as a constant that changes, and the step then stays eager.
 Later calls replay the program: same kernels, same order, so the numbers are eager's bit for bit.
+Each local is deleted after its last use, so a replay holds the live values only, as the eager sweep.
+`exact=False` first rewrites the trace (`tapegrad.fusion`: fused and hoisted products, fused elementwise
+siblings, common subexpressions) and batches weight gradients: eager's numbers to rounding, fewer calls.
 
 What is baked in, and the guards:
   * Python control flow on tensor values is baked into the trace. `check=True` (every call) or

@@ -1,25 +1,31 @@
-"""Rewrites of a traced step into fewer, larger products: `tapegrad.compile(fn, exact=False)`.
+"""Rewrites of a traced step into fewer, larger numpy calls: `tapegrad.compile(fn, exact=False)`.
 
-Two rewrites of the trace's matrix products, both using ordinary ops (concat, matmul, getitem), so the
-reverse sweep, its rules and the generated program need nothing new:
+Each rewrite uses ordinary ops (concat, matmul, getitem), so the reverse sweep, its rules and the
+program writer need nothing new:
 
-  * shared left operand: h @ W_i, h @ W_f, h @ W_o, h @ W_g (parameters of one width) become one
-    product h @ [W_i W_f W_o W_g] and four column slices of it. The parameters are joined once per
-    call, so an optimizer's in-place updates are seen; their gradients come back as column slices.
-  * hoisted inputs: x_1 @ U, ..., x_T @ U with every x_t an input (data, not computed in the step)
-    become one product [x_1; ...; x_T] @ U before the loop and T row slices of it.
+  * common subexpressions: the same op of the same values with the same params (xs[t] written in every
+    gate's expression) is computed once;
+  * shared left operand: h @ W_i, h @ W_f, h @ W_o, h @ W_g (distinct parameters) become one product
+    h @ [W_i W_f W_o W_g] and column slices of it. Parameters are joined once per call, so an
+    optimizer's in-place updates are seen; their gradients come back as column slices;
+  * hoisted data: x_1 @ U, ..., x_T @ U with every x_t an input or computed from inputs only become one
+    product [x_1; ...; x_T] @ U before the loop and T row slices of it;
+  * elementwise siblings: op(a[..., i:j], b[..., i:j]) for adjacent column ranges (the gates' `+ b`,
+    their sigmoids) become one op on the covering range, 1-d parameters among the inputs joined;
+  * slices nothing reads any more are dropped.
 
-Each slice's gradient then reaches the product through the sweep's gather (one concatenate), and the
-product's rules give one h-gradient product per step and, with batched weight gradients, one weight
-product for all steps: the careful hand-written LSTM's fused gates, found in a per-gate cell.
-A wider product sums the same terms in BLAS's own blocking, so results agree with eager to rounding
-(about 1e-16 relative per product in float64), not bit for bit.
+Each slice's gradient reaches the wider value through the writer's gather (one concatenate), so a
+fused cell runs one product per weight and step, as the careful hand-written LSTM does. A wider
+product sums the same terms in BLAS's own blocking: results agree with eager to rounding (about 1e-16
+relative per product in float64), not bit for bit; the elementwise rewrites alone are bit-identical.
 """
 import collections
 
 import numpy as np
 
 from . import ops as _ops
+
+__all__ = ["fuse"]
 
 
 def fuse(nodes, keep, node_type, value_type):

@@ -131,7 +131,7 @@ def _requires_grad(xs: Any) -> bool:
     """Whether a tensor xs, or any tensor of a list xs, requires grad."""
     if isinstance(xs, (list, tuple)):
         return any(isinstance(x, Tensor) and x.requires_grad for x in xs)
-    return isinstance(xs, Tensor) and xs.requires_grad
+    return isinstance(xs, Tensor) and bool(xs.requires_grad)
 
 
 def _segment(xs: Any, steps: range, time_first: bool) -> Any:
