@@ -178,18 +178,24 @@ def hand_careful(cell, p, xs, ys):
     return lambda: step(xs, ys)
 
 
+def ops_train_step(cell, params, h0):
+    """train(xs, ys): the cell written as tapegrad ops (framework_loss) from h0, backward; the loss."""
+    import tapegrad as tg
+    ops = SimpleNamespace(tanh=tg.tanh, sigmoid=tg.sigmoid, mse=tg.mse_loss)
+
+    def train(xs, ys):
+        loss = framework_loss(ops, cell, params, list(xs), list(ys), h0)
+        loss.backward()
+        return loss
+    return train
+
+
 def tapegrad_compiled(cell, p, xs, ys, fast=False):
     """The `tapegrad` contender's step (the cell written as ops) under `tapegrad.compile`."""
     import tapegrad as tg
-    ops = SimpleNamespace(tanh=tg.tanh, sigmoid=tg.sigmoid, mse=tg.mse_loss)
     params = {n: tg.tensor(v, requires_grad=True) for n, v in p.items()}
     xs_, ys_, h0 = [tg.tensor(x) for x in xs], [tg.tensor(y) for y in ys], tg.tensor(_h0(p, xs))
-
-    def train(xs, ys):
-        loss = framework_loss(ops, cell, params, xs, ys, h0)
-        loss.backward()
-        return loss
-    compiled = tg.compile(train, exact=not fast)
+    compiled = tg.compile(ops_train_step(cell, params, h0), exact=not fast)
 
     def step():
         for q in params.values():
