@@ -22,6 +22,8 @@ Result: per-character cross-entropy (nats) of the held-out names (every predicte
 terminator, padding excluded) beside a character-bigram baseline (add-one smoothed counts from the training
 names), which the GRU must beat; the share of generated names that are not training names. --quick: 20
 epochs at lr 0.01 (meant for a list of a few hundred names).
+Training runs through tg.compile (one-hot targets; two programs, the full batch and the last one; --eager runs
+without it): the default run 19.9-22.4 s -> 11.2-17.6 s on a shared 2-core machine (docs/performance.md).
 """
 import string
 import unicodedata
@@ -145,6 +147,7 @@ def main(argv=None):
     parser.add_argument("--generate", type=int, default=50, help="names generated after training (seed: 50)")
     parser.add_argument("--start", type=int, default=1, help="random letters each generated name starts with")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--eager", action="store_true", help="train without tg.compile (for timing)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.lr = 20, 0.01
@@ -163,18 +166,26 @@ def main(argv=None):
          training)
     opt = Adam(model.parameters(), lr=args.lr)
     inputs, targets = encode(train, length)
-    inputs = tg.one_hot(inputs, LABELS).data
+    inputs, targets = tg.one_hot(inputs, LABELS).data, tg.one_hot(targets, LABELS).data
+
+    def train_step(xs, ys):
+        """Summed cross-entropy of the one-hot targets ys: tg.cross_entropy's -log p of each target, written with
+        one-hot floats because a compiled step's signature includes integer inputs by value (each batch would trace)."""
+        loss = -(ys * tg.log_softmax(model(xs)[0], -1)).sum()
+        loss.backward()
+        return loss
+
+    step = train_step if args.eager else tg.compile(train_step)   # two batch shapes: full and the last, smaller one
     history = {"epoch": [], "train_loss": [], "heldout_ce": []}
     for epoch in progress(range(1, args.epochs + 1), "epochs", every=max(1, args.epochs // 10)):
         total = 0.0
         for idx in batches(len(train), args.batch, rng):
             opt.zero_grad()
-            loss = tg.cross_entropy(model(tg.tensor(inputs[idx]))[0], targets[idx], reduction="sum")
-            loss.backward()
+            loss = step(inputs[idx], targets[idx])
             opt.step()
             total += loss.item()
         history["epoch"].append(epoch)
-        history["train_loss"].append(total / targets.size)
+        history["train_loss"].append(total / (len(train) * length))
         history["heldout_ce"].append(heldout_cross_entropy(model, held, length))
         if epoch % max(1, args.epochs // 10) == 0 or epoch == args.epochs:
             print(f"epoch {epoch:3d}/{args.epochs}  training loss per step {history['train_loss'][-1]:.4f}  "
