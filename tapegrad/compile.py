@@ -12,9 +12,12 @@ Tensors), parameters are the leaves requiring grad that the trace found and that
 The reverse sweep's decisions (which records, in which order, which rule, where broadcasting is
 undone, how gradients accumulate) are worked out once from the trace, and both passes are written
 out as Python source (`exec`): each line is one record's `op.forward` with its params, or one rule
-call and one accumulation. A program is compiled after two calls (with the same input shapes, dtypes
-and integer/boolean input values) trace the same program with the same constants: a value computed
-outside tapegrad ops from the inputs shows up as a constant that changes, and the step then stays eager.
+call and one accumulation. A program is compiled after two calls with the same input shapes and dtypes
+trace the same program with the same constants: a value computed outside tapegrad ops from the
+inputs shows up as a constant that changes, and the step then stays eager. Integer and boolean inputs
+(targets, indices, lengths, masks) are data once two calls with different values traced the same
+program; while their values were the same in both, a call with new values traces once more to see;
+where the values change the program (unroll's lengths), the signature gets one program per value.
 Later calls replay the program: same kernels, same order, so the numbers are eager's bit for bit.
 Each local is deleted after its last use, so a replay holds the live values only, as the eager sweep.
 `exact=False` first rewrites the trace (`tapegrad.fusion`: fused and hoisted products, fused elementwise
@@ -109,12 +112,13 @@ class _Value:
 
 class _Node:
     """One primitive call of the trace."""
-    __slots__ = ("k", "op", "fn", "inputs", "casts", "datas", "params", "dyn", "out", "value", "scope", "record")
+    __slots__ = ("k", "op", "fn", "inputs", "casts", "datas", "params", "dyn", "out", "value", "scope", "record",
+                 "shape")
 
     def __init__(self, k, op, fn, inputs, casts, datas, params, dyn, scope, record):
         self.k, self.op, self.fn, self.inputs, self.casts, self.datas = k, op, fn, inputs, casts, datas
         self.params, self.dyn, self.scope, self.record = params, dyn, scope, record
-        self.out = self.value = None
+        self.out = self.value = self.shape = None
 
 
 class _CompareOp:
@@ -239,7 +243,7 @@ class _Trace:
         rec = result._node
         scope = rec.scope if rec is not None else _tape.CURRENT_SCOPE
         node = _Node(k, op, op.forward, inputs, casts, datas, params, dyn, scope, rec)
-        node.out = result.data
+        node.out, node.shape = result.data, np.shape(result.data)
         rg = bool(grad) and _tape.GRAD_ENABLED and rec is not None and rec.requires_grad
         node.value = _Value("node", f"v{k}", result.data, rg, node=node)
         self.nodes.append(node)
@@ -477,6 +481,8 @@ def _diff(old, new, outputs=None):
             if x.kind == "const" and not _same_param(np.asarray(x.array), np.asarray(y.array)):
                 return (f"{_describe(a)}: a constant input differs between calls (computed outside tapegrad "
                         "ops from data that changes?)")
+        if a.shape != b.shape:
+            return f"{_describe(a)}: its value has shape {b.shape} in this call, {a.shape} in the trace"
         if a.params.keys() != b.params.keys() or not all(
                 (a.dyn[k] is not None) or _same_param(a.params[k], b.params[k]) for k in a.params):
             return f"{_describe(a)}: its parameters differ in this call"
@@ -1270,11 +1276,14 @@ def _subst(val, d, get):
 # the compiled step
 
 class _Entry:
-    __slots__ = ("trace", "program", "source", "eager", "calls")
+    """One input signature's program. `values`: the integer and boolean inputs of the first trace;
+    `guard`: those the program may depend on by value (equal in both tracing calls, so unproven)."""
+    __slots__ = ("trace", "program", "source", "eager", "calls", "values", "guard")
 
     def __init__(self):
-        self.trace = self.program = self.source = self.eager = None
+        self.trace = self.program = self.source = self.eager = self.values = None
         self.calls = 0
+        self.guard = {}
 
 
 class Compiled:
@@ -1286,6 +1295,8 @@ class Compiled:
         self.batch_weight_grads, self.reuse_buffers = batch_weight_grads or not exact, reuse_buffers
         self.exact = exact
         self.cache = collections.OrderedDict()
+        self.by_value = set()            # signatures keyed by their integer inputs' values too
+        self.gave_up = False
         self.warned = set()
         self.traces = self.traces_since_replay = 0
         self.__name__ = getattr(fn, "__name__", "step")
@@ -1319,7 +1330,30 @@ class Compiled:
         if kwargs and _leaves(list(kwargs.values())):
             self._warn("Tensor keyword arguments are not traced as inputs (pass them positionally)")
             return self.fn(*args, **kwargs)
+        if self.gave_up:
+            return self.fn(*args, **kwargs)
         key = _key(args, kwargs)
+        if key in self.by_value:                 # a signature whose program depends on integer input values
+            key = key + (tuple(v.tobytes() for v in _integer_inputs(args).values()),)
+        entry = self._entry(key)
+        if entry.eager:
+            return self.fn(*args, **kwargs)
+        if entry.guard and any(not np.array_equal(v, entry.guard[i]) for i, v in _integer_inputs(args).items()
+                               if i in entry.guard):
+            return self._trace(entry, args, kwargs, key)      # new values of unproven inputs: trace and see
+        if entry.program is not None:
+            entry.calls += 1
+            if self.check or (self.check_every and entry.calls % self.check_every == 0):
+                return self._checked(entry, args, kwargs, key)
+            try:
+                out = entry.program(*_arrays(args))
+                self.traces_since_replay = 0
+                return out
+            except _Stale:
+                entry.trace = entry.program = entry.source = None
+        return self._trace(entry, args, kwargs, key)
+
+    def _entry(self, key):
         entry = self.cache.get(key)
         if entry is None:
             entry = self.cache[key] = _Entry()
@@ -1327,41 +1361,46 @@ class Compiled:
                 self.cache.popitem(last=False)
         else:
             self.cache.move_to_end(key)
-        if entry.eager:
-            return self.fn(*args, **kwargs)
-        if entry.program is not None:
-            entry.calls += 1
-            if self.check or (self.check_every and entry.calls % self.check_every == 0):
-                return self._checked(entry, args, kwargs)
-            try:
-                out = entry.program(*_arrays(args))
-                self.traces_since_replay = 0
-                return out
-            except _Stale:
-                entry.trace = entry.program = entry.source = None
-        return self._trace(entry, args, kwargs)
+        return entry
 
-    def _trace(self, entry, args, kwargs):
+    def _trace(self, entry, args, kwargs, key):
+        """Trace this call (its results are eager's) and decide what the entry does next: keep the
+        trace, compile after a second agreeing one, drop a guard, or key the signature by value."""
         result, tr = _trace(self.fn, args, kwargs)
         self.traces += 1
         self.traces_since_replay += 1
         if self.traces_since_replay > 2 * self.cache_size:
-            self._warn(f"{self.traces_since_replay} calls in a row traced without a replay: the input signature "
-                       "keeps changing (integer and boolean inputs, such as targets or lengths, are part of it "
-                       "by value)")
+            self.gave_up = True
+            self._warn(f"{self.traces_since_replay} calls in a row traced without a replay: the program keeps "
+                       "changing from call to call (shapes, or integer inputs such as lengths that change the "
+                       "trace)")
+            return result
         if tr.unsupported:
             entry.eager = True
             self._warn(tr.unsupported)
             return result
+        values = _integer_inputs(args)
         if entry.trace is None:
-            entry.trace = tr
+            entry.trace, entry.values = tr, values
             return result
         diff = _diff(entry.trace, tr)
+        changed = [i for i, v in values.items() if not np.array_equal(v, entry.values.get(i, v))]
+        if diff is not None and changed and len(key) == len(_key(args, kwargs)):
+            # the program depends on integer input values (lengths, a mask): one program per value
+            self.by_value.add(key)
+            del self.cache[key]
+            fresh = self._entry(key + (tuple(v.tobytes() for v in values.values()),))
+            fresh.trace, fresh.values = tr, values
+            return result
         if diff is not None:
             entry.eager = True
             self._warn(f"two calls traced different programs ({diff})")
             return result
+        if entry.program is not None:            # a guarded input changed and the program did not: proven
+            entry.guard = {i: g for i, g in entry.guard.items() if i not in changed}
+            return result
         self._compile(entry, tr)
+        entry.guard = {i: v for i, v in values.items() if i not in changed}
         return result
 
     def _compile(self, entry, tr):
@@ -1377,7 +1416,7 @@ class Compiled:
         entry.trace = _Skeleton(tr)
         gc.collect()       # the two traces' arrays sit in reference cycles (values <-> nodes): free them now
 
-    def _checked(self, entry, args, kwargs):
+    def _checked(self, entry, args, kwargs, key):
         """Replay, then run eagerly; raise CompileError at the first difference (eager's results stay)."""
         tr_old = entry.trace
         leaves = [p.tensor for p in tr_old.params] + [a for a in _leaves(args) if a.requires_grad]
@@ -1388,7 +1427,7 @@ class Compiled:
             out = entry.program(*_arrays(args))
         except _Stale:
             entry.trace = entry.program = entry.source = None
-            return self._trace(entry, args, kwargs)
+            return self._trace(entry, args, kwargs, key)
         replay = [None if t.grad is None else np.array(t.grad) for t in leaves]
         for t, b in zip(leaves, before):
             t.grad = b
@@ -1454,11 +1493,16 @@ def _arrays(args):
     return [a.data for a in leaves] + [a for a in leaves if a.requires_grad and a._node is None]
 
 
+def _integer_inputs(args):
+    """{position among the input Tensors: array} of the integer and boolean inputs (targets, indices,
+    lengths, masks): a program may have their values baked in, which two tracing calls can disprove."""
+    return {i: t.data for i, t in enumerate(_leaves(args)) if t.data.dtype.kind in "iub"}
+
+
 def _describe_arg(a):
     if isinstance(a, Tensor):
         d = a.data
-        return ("T", d.shape, d.dtype.str, a.requires_grad, a._node is None,
-                d.tobytes() if d.dtype.kind in "iub" else None)
+        return ("T", d.shape, d.dtype.str, a.requires_grad, a._node is None)
     if type(a) in (tuple, list):
         return (type(a), tuple(_describe_arg(o) for o in a))
     try:

@@ -8,7 +8,7 @@ from numpy.typing import ArrayLike
 from . import tape as _tape
 from .errors import DTypeError, InvalidValueError, ShapeError
 from .op import defop, guarded
-from .ops import abs, exp, log, log_softmax, softplus, take_along_axis, where
+from .ops import abs, astype, exp, expand_dims, log, log_softmax, maximum, softplus, take_along_axis, where
 from .tape import describe_scope
 from .tensor import Tensor, TensorLike
 
@@ -127,14 +127,22 @@ def _picked(scores: Tensor, targets: TensorLike, reduction: str, weight: TensorL
     if t.size and (t.min() < 0 or t.max() >= shape[-1]):
         raise ShapeError(f"{op}: targets must lie in [0, {shape[-1]}) for {what} {shape}, "
                          f"got values in [{t.min()}, {t.max()}]")
-    # the target's log-probability picked (not multiplied by a one-hot: a -inf masking logit times 0 is NaN)
-    losses = -take_along_axis(log_probs_of(scores), t[..., None], axis=-1).reshape(t.shape)
+    # the target's log-probability picked (not multiplied by a one-hot: a -inf masking logit times 0 is NaN);
+    # Tensor targets and weights pass through ops, so a compiled step reads them anew each call
+    index = expand_dims(targets, -1) if isinstance(targets, Tensor) else t[..., None]
+    losses = -take_along_axis(log_probs_of(scores), index, axis=-1).reshape(t.shape)
     if weight is None:
         return _reduce(losses, reduction, op)
     dtype = _data(scores).dtype
     w = np.asarray(_data(weight), dtype=dtype)
     if w.shape != t.shape:
         raise ShapeError(f"{op}: weight has shape {w.shape}, targets have shape {t.shape}")
+    if isinstance(weight, Tensor):
+        wt = astype(weight, dtype) if weight.dtype != dtype else weight
+        losses = losses * wt
+        if reduction == "mean":
+            return losses.sum() / maximum(wt.sum(), np.finfo(dtype).tiny)
+        return _reduce(losses, reduction, op)
     losses = losses * w
     if reduction == "mean":
         return losses.sum() / max(float(w.sum()), np.finfo(dtype).tiny)

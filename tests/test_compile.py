@@ -554,15 +554,19 @@ def test_batched_weight_gradients_agree_to_rounding(kind):
         assert "all steps' x_t^T g_t as one product" in c.source
 
 
-def test_integer_inputs_that_change_every_call_warn_that_nothing_is_replayed():
+def test_integer_targets_that_change_every_call_are_replayed():
+    """Class targets are data: two tracing calls with different targets trace the same program, so the
+    values are not baked in; every later batch replays (it traced again on every batch before)."""
     W = param(4, 3)
 
     def step(x, targets):
-        loss = tg.cross_entropy(x @ W, targets)
+        loss = tg.cross_entropy(x @ W, targets) + tg.nll_loss(tg.log_softmax(x @ W, -1), targets,
+                                                             weight=targets > 0)
         loss.backward()
         return loss
-    c = tg.compile(step, cache_size=2)
-    with pytest.warns(CompileWarning, match="without a replay"):
+    c = tg.compile(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileWarning)
         for i in range(8):
             targets = np.random.default_rng(i).integers(0, 3, 5)
             W.grad = None
@@ -570,6 +574,74 @@ def test_integer_inputs_that_change_every_call_warn_that_nothing_is_replayed():
             W.grad = None
             assert got == step(tg.tensor(data(i, 5, 4)), tg.tensor(targets)).item()
             np.testing.assert_array_equal(got_g, W.grad)
+    assert c.traces == 2 and repr(c).startswith("<tapegrad.compile(step): 1 program(s)")
+
+
+def test_integer_inputs_the_program_depends_on_get_one_program_per_value():
+    """unroll's lengths change the program (which steps each row runs): such a signature is keyed by the
+    lengths' values, each value compiled on its own, never one program for all."""
+    cell = tg.nn.RNNCell(3, 4, dtype=np.float64, rng=np.random.default_rng(1))
+    params = list(cell.parameters())
+
+    def step(xs, lengths):
+        out, h = tg.nn.unroll(cell, xs, lengths=lengths)
+        loss = (out * out).sum() + (h * h).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step)
+    for i, lengths in enumerate([[5, 3, 1], [5, 3, 2], [5, 3, 1], [5, 3, 2], [5, 3, 1], [5, 3, 2]]):
+        xs = data(i, 3, 5, 3)
+        run_both_once = [None]
+        for q in params:
+            q.grad = None
+        ref = step(tg.tensor(xs), tg.tensor(np.array(lengths))).item()
+        ref_g = _grads(params)
+        for q in params:
+            q.grad = None
+        run_both_once[0] = c(xs, np.array(lengths)).item()
+        assert abs(run_both_once[0] - ref) <= 1e-12 * abs(ref)
+        for a, b in zip(_grads(params), ref_g):
+            _close(a, b, f"call {i}")
+    assert len(c.by_value) == 1 and sum(e.program is not None for e in c.cache.values()) == 2
+
+
+def test_unproven_integer_values_are_guarded():
+    """The two tracing calls had the same targets, so the program might depend on them: a call with new
+    targets traces once more (and, as the program is the same, replays from then on)."""
+    W = param(4, 3)
+
+    def step(x, targets):
+        loss = tg.cross_entropy(x @ W, targets)
+        loss.backward()
+        return loss
+    c = tg.compile(step)
+    same = np.array([0, 1, 2, 1, 0])
+    for i in range(3):
+        c(data(i, 5, 4), same)
+    assert c.traces == 2
+    for i in range(3, 6):
+        other = np.random.default_rng(i).integers(0, 3, 5)
+        W.grad = None
+        got, got_g = c(data(i, 5, 4), other).item(), W.grad.copy()
+        W.grad = None
+        assert got == step(tg.tensor(data(i, 5, 4)), tg.tensor(other)).item()
+        np.testing.assert_array_equal(got_g, W.grad)
+    assert c.traces == 3
+
+
+def test_a_program_that_changes_every_call_warns_once_and_runs_eagerly():
+    W = param(3, 3)
+
+    def step(x):
+        loss = (x @ W).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step, cache_size=2)
+    with pytest.warns(CompileWarning, match="keeps changing") as caught:
+        for n in range(1, 12):
+            W.grad = None
+            assert c(data(n, n, 3)).item() == pytest.approx(step(tg.tensor(data(n, n, 3))).item())
+    assert len(caught) == 1 and c.traces == 5 and c.gave_up
 
 
 def test_reused_buffers_are_bit_identical_and_never_returned():
