@@ -16,13 +16,14 @@ Reported: validation bits per character (the mean of -log2 p(next character), th
 state carried through) against a unigram baseline (the training text's character frequencies, add-one
 smoothed), and samples before and after training: from a seed such as "def ", each next character is drawn
 from softmax(logits / temperature) and fed back in.
-Training runs through tg.compile (one-hot chunks; the state carried in and out as the step's inputs and outputs;
---eager runs without it): the default run 337-383 s -> 200-278 s on a shared 2-core machine (docs/performance.md).
+Training runs through tg.compile (the state carried in and out as the step's inputs and outputs; --eager
+runs without it): the default run 337-383 s -> 200-278 s on a shared 2-core machine (docs/performance.md).
 """
 import pathlib
 
 import numpy as np
 from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
+from lecture_shared import chunk_step, stateful_epoch
 
 import tapegrad as tg
 from tapegrad import nn
@@ -41,8 +42,8 @@ class CharLSTM(nn.Module):
     """One-hot characters -> LSTM layers with skip connections -> logits over the vocabulary.
 
     Layer 0 reads the one-hot input x; layer l > 0 reads concat(x, h_{l-1}); the output Linear reads
-    concat(h_0, ..., h_{L-1}). forward(ids (batch, T) or their one-hot (batch, T, V), state=None or one (h, c)
-    per layer) -> (logits (batch, T, V), [final state per layer]).
+    concat(h_0, ..., h_{L-1}). forward(ids (batch, T), state=None or one (h, c) per layer) ->
+    (logits (batch, T, V), [final state per layer]).
     """
 
     def __init__(self, vocab, hidden, layers, rng):
@@ -52,7 +53,7 @@ class CharLSTM(nn.Module):
         self.head = nn.Linear(hidden * layers, vocab, rng=rng)
 
     def forward(self, ids, state=None):
-        x = tg.one_hot(ids, self.vocab) if np.ndim(ids) == 2 else ids
+        x = tg.one_hot(ids, self.vocab)
         state = [None] * len(self.cells) if state is None else state
         hs, finals = [], []
         for i, (cell, s) in enumerate(zip(self.cells, state)):
@@ -66,30 +67,6 @@ def streams(ids, batch):
     """ids cut into `batch` equally long consecutive streams: (batch, len(ids) // batch)."""
     n = len(ids) // batch
     return ids[:batch * n].reshape(batch, n)
-
-
-def one_hot_cross_entropy(logits, ys):
-    """tg.cross_entropy(logits, targets) for the one-hot targets ys (the mean -log p of each target, the same numbers):
-    a compiled step's signature includes integer inputs by value, so integer targets would trace every chunk."""
-    return -(ys * tg.log_softmax(logits, -1)).sum(-1).mean()
-
-
-def train_epoch(step, vocab, train, chunk, opt, clip=5.0):
-    """One pass of stateful truncated BPTT over the (batch, n) streams `train` (lecture_shared.stateful_epoch, with
-    one-hot chunks for a compiled step): each chunk starts from the previous chunk's final state, detached; one Adam
-    step per chunk, the gradient norm clipped at `clip`. step(xs, ys, state) -> (loss, final state). Returns the
-    mean chunk loss (nats per character)."""
-    inputs, targets = train[:, :-1], train[:, 1:]
-    state, losses = None, []
-    for start in range(0, targets.shape[1], chunk):
-        xs = tg.one_hot(inputs[:, start:start + chunk], vocab).data
-        ys = tg.one_hot(targets[:, start:start + chunk], vocab).data
-        opt.zero_grad()
-        loss, state = step(xs, ys, nn.detach_state(state))
-        tg.optim.clip_grad_norm(opt.params, clip)
-        opt.step()
-        losses.append(loss.item())
-    return float(np.mean(losses))
 
 
 def bits_per_char(model, ids, batch, chunk):
@@ -166,17 +143,11 @@ def main(argv=None):
     before = show_samples(model, chars, index, args, rng, "before training")
     train = streams(train_ids, args.batch)
     opt = Adam(model.parameters(), lr=args.lr)
-
-    def train_step(xs, ys, state):
-        logits, finals = model(xs, state)
-        loss = one_hot_cross_entropy(logits, ys)
-        loss.backward()
-        return loss, finals
-
-    step = train_step if args.eager else tg.compile(train_step)   # three shapes: first chunk, the others, the last
+    step = chunk_step(model, tg.cross_entropy)
+    step = step if args.eager else tg.compile(step)   # three chunk shapes: the first (no state), the others, the last
     history = {"epoch": [], "train_bpc": [], "valid_bpc": []}
     for epoch in progress(range(1, args.epochs + 1), "epochs", every=1):
-        nats = train_epoch(step, len(chars), train, args.chunk, opt)
+        nats = stateful_epoch(step, train[:, :-1], train[:, 1:], args.chunk, opt, clip=5.0)
         valid = bits_per_char(model, valid_ids, min(args.batch, 16), args.chunk)
         for k, v in zip(history, (epoch, nats / np.log(2), valid)):
             history[k].append(v)

@@ -22,7 +22,7 @@ Result: per-character cross-entropy (nats) of the held-out names (every predicte
 terminator, padding excluded) beside a character-bigram baseline (add-one smoothed counts from the training
 names), which the GRU must beat; the share of generated names that are not training names. --quick: 20
 epochs at lr 0.01 (meant for a list of a few hundred names).
-Training runs through tg.compile (one-hot targets; two programs, the full batch and the last one; --eager runs
+Training runs through tg.compile (two programs, the full batch and the last one; --eager runs
 without it): the default run 19.9-22.4 s -> 11.2-17.6 s on a shared 2-core machine (docs/performance.md).
 """
 import string
@@ -166,12 +166,10 @@ def main(argv=None):
          training)
     opt = Adam(model.parameters(), lr=args.lr)
     inputs, targets = encode(train, length)
-    inputs, targets = tg.one_hot(inputs, LABELS).data, tg.one_hot(targets, LABELS).data
+    inputs = tg.one_hot(inputs, LABELS).data
 
     def train_step(xs, ys):
-        """Summed cross-entropy of the one-hot targets ys: tg.cross_entropy's -log p of each target, written with
-        one-hot floats because a compiled step's signature includes integer inputs by value (each batch would trace)."""
-        loss = -(ys * tg.log_softmax(model(xs)[0], -1)).sum()
+        loss = tg.cross_entropy(model(xs)[0], ys, reduction="sum")
         loss.backward()
         return loss
 
@@ -185,7 +183,7 @@ def main(argv=None):
             opt.step()
             total += loss.item()
         history["epoch"].append(epoch)
-        history["train_loss"].append(total / (len(train) * length))
+        history["train_loss"].append(total / targets.size)
         history["heldout_ce"].append(heldout_cross_entropy(model, held, length))
         if epoch % max(1, args.epochs // 10) == 0 or epoch == args.epochs:
             print(f"epoch {epoch:3d}/{args.epochs}  training loss per step {history['train_loss'][-1]:.4f}  "

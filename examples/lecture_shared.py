@@ -24,20 +24,30 @@ class RecurrentHead(nn.Module):
         return self.head(hs), state
 
 
-def stateful_epoch(model, inputs, targets, chunk, opt, loss_fn, clip=None):
+def chunk_step(model, loss_fn):
+    """train_step(xs, ys, state) -> (loss, final state): one chunk's forward from `state`, loss and backward,
+    as a function of its data (so that tg.compile can replay it). model(xs, state) -> (outputs, state);
+    loss_fn(outputs, ys) -> scalar Tensor."""
+    def train_step(xs, ys, state):
+        outputs, state = model(xs, state)
+        loss = loss_fn(outputs, ys)
+        loss.backward()
+        return loss, state
+    return train_step
+
+
+def stateful_epoch(step, inputs, targets, chunk, opt, clip=None):
     """One pass over (batch, T, ...) streams in consecutive chunks of `chunk` steps (the last may be shorter).
 
     Each chunk starts from the previous chunk's final state, detached: the state is preserved between updates
     while the gradient stops at the chunk boundary (truncated BPTT). One optimizer step per chunk; chunk = 1
-    is Elman's online procedure, chunk = T full BPTT. model(xs, state) -> (outputs, state);
-    loss_fn(outputs, targets chunk) -> scalar Tensor. Returns the mean chunk loss.
+    is Elman's online procedure, chunk = T full BPTT. step: a chunk_step (or its tg.compile). Returns the mean
+    chunk loss.
     """
     state, losses = None, []
     for start in range(0, targets.shape[1], chunk):
         opt.zero_grad()
-        outputs, state = model(inputs[:, start:start + chunk], nn.detach_state(state))
-        loss = loss_fn(outputs, targets[:, start:start + chunk])
-        loss.backward()
+        loss, state = step(inputs[:, start:start + chunk], targets[:, start:start + chunk], nn.detach_state(state))
         if clip is not None:
             tg.optim.clip_grad_norm(opt.params, clip)
         opt.step()

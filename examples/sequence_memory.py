@@ -81,7 +81,6 @@ def main(argv=None):
         loss.backward()
         return loss
 
-    # the same batch every epoch, so the integer targets' values (part of the compiled step's signature) never change
     step = train_step if args.eager else tg.compile(train_step)
     costs = []
     for epoch in range(1, args.epochs + 1):

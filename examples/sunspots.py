@@ -30,7 +30,7 @@ import pathlib
 
 import numpy as np
 from common import example_parser, finish, out_dir, plot_lines, progress, write_csv
-from lecture_shared import RecurrentHead, stateful_epoch
+from lecture_shared import RecurrentHead, chunk_step, stateful_epoch
 
 import tapegrad as tg
 from tapegrad import nn
@@ -114,7 +114,8 @@ def train_recurrent(kind, x, n_train, args, rng):
         opt, epochs = SGD(model.parameters(), lr=args.elman_lr), args.elman_epochs
     else:
         opt, epochs = Adam(model.parameters(), lr=args.lr), args.epochs
-    losses = [stateful_epoch(model, inputs, targets, chunk, opt, tg.mse_loss)
+    step = chunk_step(model, tg.mse_loss)
+    losses = [stateful_epoch(step, inputs, targets, chunk, opt)
               for _ in progress(range(epochs), f"{kind} epochs", every=max(1, epochs // 5))]
     return model, losses
 

@@ -681,6 +681,8 @@ def one_hot(indices: TensorLike, num_classes: int, dtype: DTypeLike | None = Non
     if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
         raise ShapeError(f"one_hot: indices must lie in [0, {num_classes}), got range "
                          f"[{idx.min()}, {idx.max()}] in an array of shape {idx.shape}")
+    if isinstance(indices, Tensor):   # through ops, so that a compiled step reads new indices each call
+        return astype(expand_dims(indices, -1) == np.arange(num_classes), dtype or _default_dtype())
     out = np.zeros(idx.shape + (num_classes,), dtype or _default_dtype())
     np.put_along_axis(out, idx[..., None], 1, axis=-1)
     return Tensor(out)
