@@ -632,6 +632,12 @@ def _check_text(text, expected, env):
 
 def _specialize_rule(node, i, kind, g, ans, args, gi):
     name = node.op.name
+    if name == "mse_loss" and _mse_inline(node) and type(g) is np.ndarray and g.ndim == 0:
+        scale = 2 / np.size(node.datas[0]) if node.params["reduction"] == "mean" else 2
+        text = ("{d} * (float({g}) * " + repr(scale) + ")") if i == 0 else ("-({d} * (float({g}) * " +
+                                                                          repr(scale) + "))")
+        env = {"d": np.subtract(*node.datas), "g": g}
+        return text if _check_text(text.format(d="d", g="g"), gi, env) else None
     if type(gi) is not np.ndarray or node.params and name != "stack":
         return None
     text = _RULE_TEXT.get((name, i))
@@ -701,6 +707,20 @@ def _specialize_forward(node):
     env = {f"a{j}": d for j, d in enumerate(datas)}
     got = _check_text(text.format(**{k: k for k in env}), out, env)
     return text if got is not None else None
+
+
+def _mse_inline(node):
+    """Whether mse_loss's reduced forward is written inline, keeping pred - target for its rules: only
+    where that reproduces losses._squared_error bit for bit."""
+    if node.op.name != "mse_loss" or node.params.get("reduction") not in ("mean", "sum") \
+            or any(c is not None for c in node.casts) or any(d is not None for d in node.dyn.values()):
+        return False
+    p, t = node.datas
+    if not (type(p) is np.ndarray and type(t) is np.ndarray and p.shape == t.shape and p.dtype == t.dtype):
+        return False
+    d = np.subtract(p, t)
+    got = np.asarray(np.vdot(d, d) if node.params["reduction"] == "sum" else np.vdot(d, d) / int(d.size))
+    return got.dtype == node.out.dtype and np.array_equal(got, node.out, equal_nan=True)
 
 
 def _spec(v, data):
@@ -1022,6 +1042,13 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
                 line = f"    {text}"
                 lines.append(f"{line:<60}  {_comment(node)}" if j == len(buffered) - 1 else line)
             continue
+        if _mse_inline(node):                 # the difference kept for backward: one subtraction, not two
+            a, b = args
+            n = "" if node.params["reduction"] == "sum" else f" / {int(np.size(node.datas[0]))}"
+            line = f"    d_{node.value.name} = np.subtract({a}, {b}); {node.value.name} = " \
+                   f"np.asarray(np.vdot(d_{node.value.name}, d_{node.value.name}){n})"
+            lines.append(f"{line:<60}  {_comment(node)}")
+            continue
         spec = _specialize_forward(node)
         if spec is not None:
             call = spec.format(**{f"a{j}": a for j, a in enumerate(args)})
@@ -1172,7 +1199,7 @@ def _edge_lines(node, i, src, how, w):
     elif how["spec"] is not None:
         one = _one(node.out) if "{one}" in how["spec"] else 1
         e = how["spec"].format(g=g, ans=ans, one=w.bind("ONE", one) if type(one) is np.ndarray else "1",
-                               **{f"a{j}": a for j, a in enumerate(args)})
+                               d=f"d_{node.value.name}", **{f"a{j}": a for j, a in enumerate(args)})
     elif kind == "variadic":
         e = f"{w.bind('vjp_' + node.op.name + '_', how['rule'])}({i}, {g}, {ans}, {packed}{params})"
     else:
