@@ -45,6 +45,7 @@ import collections
 import copy
 import functools
 import gc
+import itertools
 import sys
 import warnings
 from collections.abc import Callable
@@ -520,18 +521,21 @@ def _rule_for(op, i):
 
 def _plan_backward(tr):
     """Walk the sweep with the traced arrays. Returns (steps, leaves): steps is a list of
-    ("grad", node) / ("edge", node, i, src, how) in sweep order; leaves the (value) stores in order."""
+    ("grad", node, origin) / ("edge", node, i, src, how) in sweep order (origin: equal for gradients
+    that are one array); leaves the (value) stores in order."""
     root = tr.root
     seed = np.ones(np.shape(root.array), root.array.dtype)
     grads, owned, order = {id(root): seed}, set(), [root]
     vals = {id(root): root}
+    origin, fresh = {id(root): 0}, itertools.count(1)     # which gradients are one array (identity rules)
     steps = []
     for node in reversed(tr.nodes):
         key = id(node.value)
         if key not in grads or node.value.kind != "node":
             continue
         g = grads.pop(key)
-        steps.append(("grad", node))
+        o = origin.pop(key)
+        steps.append(("grad", node, o))
         args = node.datas if node.op.keep_inputs else tuple(_spec(v, d) for v, d in zip(node.inputs, node.datas))
         ans = node.out if node.op.keep_ans else None
         for i, src in enumerate(node.inputs):
@@ -573,6 +577,8 @@ def _plan_backward(tr):
             indexed = type(gi) is IndexedGrad
             inline_index = indexed and kind == "rule" and gi.values is g and "index" in node.params \
                 and gi.index is node.params["index"] and node.dyn.get("index") is None
+            if indexed or prev is not None:          # a sum: a new array
+                origin[skey] = next(fresh)
             if indexed:
                 basic = is_basic(gi.index)
                 if skey not in owned:
@@ -584,6 +590,7 @@ def _plan_backward(tr):
                 gi.add_to(prev)
             elif prev is None:
                 grads[skey], acc = gi, "assign"
+                origin[skey] = o if gi is g else next(fresh)
             elif skey in owned:
                 prev += gi
                 acc = "iadd"
@@ -921,28 +928,41 @@ def _gathers(steps):
 
 class _Gathers:
     """Where each gathered gradient is built. Pieces along axis 0 (the steps of a hoisted product, the
-    outputs of a stack over time) are copied, each as soon as it is final, into a buffer the program
-    keeps between calls, so they need not all stay alive until their value's gradient is used; pieces
-    along a later axis (a cell's gates, final within a few lines) are joined by one concatenate/stack."""
+    outputs of a stack over time) are copied, each as soon as it is final, into rows of a buffer the
+    program keeps between calls, so they need not all stay alive until their value's gradient is used;
+    pieces along a later axis (a cell's gates, final within a few lines) are joined by one concatenate,
+    written straight into its rows when the joined gradient is itself such a piece (one array: the
+    sweep's identity rules pass it on unchanged). `slots`: origin -> (buffer, index, rows of its 2-d view)."""
 
-    def __init__(self, plans, w):
-        self.plans, self.slot = plans, {}
-        self.buf = {}
+    def __init__(self, plans, steps, w):
+        self.plans, self.buf, self.slots, self.by_node = plans, {}, {}, {}
+        origin = {id(st[1].value): st[2] for st in steps if st[0] == "grad"}
+        self.origin = origin
         for key, (axis, _, nodes) in plans.items():
-            if axis == 0:
-                g = nodes[0]
-                shape = np.shape(g.inputs[0].array)
-                self.buf[key] = w.bind("BG", np.empty(shape, g.out.dtype))
-                for n in nodes:
-                    self.slot[id(n.value)] = (self.buf[key], _index_text(n.params["index"]))
+            if axis != 0:
+                continue
+            shape = np.shape(nodes[0].inputs[0].array)
+            buf = np.empty(shape, nodes[0].out.dtype)
+            name = self.buf[key] = w.bind("BG", buf)
+            inner = int(np.prod(shape[1:-1])) if len(shape) > 1 else 1
+            for n in nodes:
+                index = n.params["index"]
+                first = index[0] if isinstance(index, tuple) else index
+                a, b = (first, first + 1) if type(first) is int else first.indices(shape[0])[:2]
+                slot = (name, _index_text(index), (a * inner, b * inner), buf, n)
+                self.by_node[id(n.value)] = slot
+                if id(n.value) in origin:
+                    self.slots.setdefault(origin[id(n.value)], slot)
+        self.in_place = set()
+        self.batches = None
 
     def piece(self, v):
-        """The line copying a finished piece's gradient into its slot, or None."""
-        slot = self.slot.get(id(v))
-        if slot is None:
+        """The line copying a finished piece's gradient into its slot, or None (none, or already there)."""
+        slot = self.by_node.get(id(v))
+        if slot is None or self.origin.get(id(v)) in self.in_place:
             return None
         line = f"    {slot[0]}[{slot[1]}] = g_{v.name}"
-        return f"{line:<60}  # its slot of the gradient it is a piece of"
+        return f"{line:<60}  # its rows of the gradient it is a piece of"
 
     def whole(self, src):
         axis, kind, nodes = self.plans[id(src)]
@@ -951,6 +971,18 @@ class _Gathers:
             line = f"    g_{src.name} = {self.buf[id(src)]}"
             return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces' gradients, copied in as they were final"
         pieces = ", ".join(f"g_{n.value.name}" for n in nodes)
+        slot = self.slots.get(self.origin.get(id(src)))
+        into = self.batches.g_destination(src) if self.batches is not None and slot is None and \
+            kind == "concatenate" else None
+        if into is not None:
+            rows = f"{into[0]}[{into[1][0]}:{into[1][1]}]"
+            line = f"    g_{src.name} = np.concatenate(({pieces}), axis={axis}, out={rows})"
+            return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces, side by side in its rows of {into[0]}"
+        if slot is not None and kind == "concatenate":
+            self.in_place.add(self.origin[id(src)])
+            view = f"{slot[0]}[{slot[1]}]"
+            line = f"    g_{src.name} = np.concatenate(({pieces}), axis={axis}, out={view})"
+            return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces, side by side in its rows of {slot[0]}"
         line = f"    g_{src.name} = np.{kind}(({pieces}), axis={axis})"
         return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces' gradients side by side"
 
@@ -1023,6 +1055,14 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         lines.append("        raise _Stale   # a parameter's array was replaced: trace again")
     for p in tr.params:
         w.ns[p.name] = p.array              # the parameter's own array: in-place updates are seen
+    if tr.root is not None:                   # the sweep's plan first: the forward may write into its buffers
+        steps, leaves = _plan_backward(tr)
+        batched = _batch_weight_grads(steps) if batch_weight_grads else {}
+        gathers = _gathers(steps)
+        joins = _Gathers(gathers, steps, w)
+        buffers = joins.batches = _Batches(steps, batched, w, joins)
+    else:
+        buffers, leaves = None, []
     lines.append("    # forward: the Wengert list (one line per record)")
     for node in tr.nodes:
         args = []
@@ -1036,6 +1076,10 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
             if cast is not None:
                 e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
             args.append(e)
+        into = buffers.x_destination(node, args, returned) if buffers is not None else None
+        if into is not None:
+            lines.append(f"{into:<60}  {_comment(node)}")
+            continue
         buffered = _buffer_text(node, args, returned, w) if reuse_buffers else None
         if buffered is not None:
             for j, text in enumerate(buffered):
@@ -1058,19 +1102,13 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
             call = f"np.asarray({call})"
         line = f"    {node.value.name} = {call}"
         lines.append(f"{line:<60}  {_comment(node)}")
-    leaves = []
     if tr.root is not None:
-        steps, leaves = _plan_backward(tr)
         lines.append("    # backward: the adjoint, in reverse recording order (g_v = d loss / d v)")
         root = tr.root
         seed = np.ones(np.shape(root.array), root.array.dtype)
         seed.setflags(write=False)
         seed_line = f"    g_{_gname(root)} = {w.bind('ONES', seed)}"
         lines.append(f"{seed_line:<60}  # seed: d loss / d loss = 1")
-        batched = _batch_weight_grads(steps) if batch_weight_grads else {}
-        buffers = _Batches(steps, batched, w)
-        gathers = _gathers(steps)
-        joins = _Gathers(gathers, w)
         for step in steps:
             if step[0] == "grad":
                 v = step[1].value
@@ -1086,7 +1124,9 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
             if how.get("gathered"):
                 continue
             if how.get("batch"):
-                lines.append(buffers.term(node, src, how))
+                line = buffers.term(node, src, how)
+                if line is not None:
+                    lines.append(line)
                 continue
             lines.extend(_edge_lines(node, i, src, how, w))
         for src, others in batched.values():
@@ -1133,29 +1173,90 @@ def _free_dead(source):
 class _Batches:
     """The batched gradient terms of each value: every step's x_t and g_t are copied into its rows of two
     buffers the program keeps between calls (as careful hand-written BPTT preallocates them), and the
-    total is one product X^T G (or one sum of G's rows) where the value's gradient is used."""
+    total is one product X^T G (or one sum of G's rows) where the value's gradient is used. Where every
+    g_t is one array with a row slot of a gathered gradient (the gates' gradient of a cell whose input
+    product was hoisted), G is that gathered buffer itself: no copy."""
 
-    def __init__(self, steps, batched, w):
-        self.w, self.kind, self.rows, self.bufs = w, {}, {}, {}
-        shapes = collections.defaultdict(list)
+    def __init__(self, steps, batched, w, gathers):
+        self.w, self.kind, self.rows, self.bufs, self.shared = w, {}, {}, {}, set()
+        self.g_rows, self.x_rows, self.done = {}, {}, set()      # destinations; terms already in their rows
+        when = {id(st[1].value): j for j, st in enumerate(steps) if st[0] == "grad"}   # a gradient is final
+        terms = collections.defaultdict(list)
         for step in steps:
             if step[0] == "edge" and step[4].get("batch") and id(step[3]) in batched:
                 _, node, _, src, how = step
                 self.kind[id(src)] = how["batch"]
-                shapes[id(src)].append((np.shape(node.inputs[0].array), np.shape(node.out), node.out.dtype))
-        for key, terms in shapes.items():
-            rows = np.cumsum([0] + [g[0] for _, g, _ in terms])
-            self.rows[key] = iter(zip(rows[:-1].tolist(), rows[1:].tolist()))
-            (x, g, dtype), n = terms[0], int(rows[-1])
-            self.bufs[key] = (w.bind("BX", np.empty((n, x[1]), dtype)) if self.kind[key] == "product" else None,
-                              w.bind("BG", np.empty((n, g[1]), dtype)))
+                terms[id(src)].append(node)
+        for key, nodes in terms.items():
+            x0, g0 = np.shape(nodes[0].inputs[0].array), np.shape(nodes[0].out)
+            dtype = nodes[0].out.dtype
+            slots = [gathers.slots.get(gathers.origin.get(id(n.value))) for n in nodes]
+            buf = slots[0][3] if slots[0] is not None else None
+            total_at = when.get(key, len(steps))     # the value's own gradient step, or the end for a leaf
+            if buf is not None and all(sl is not None and sl[3] is buf and when[id(sl[4].value)] < total_at
+                                       for sl in slots) and \
+                    buf.shape[-1] == g0[1] and buf.dtype == dtype and \
+                    sum(sl[2][1] - sl[2][0] for sl in slots) == buf.size // buf.shape[-1]:
+                self.shared.add(key)                   # G is the gathered buffer; X rows follow its rows
+                rows = [sl[2] for sl in slots]
+                n = buf.size // buf.shape[-1]
+                bg = w.bind("BG", buf.reshape(n, buf.shape[-1]))
+            else:
+                edges = np.cumsum([0] + [np.shape(m.out)[0] for m in nodes]).tolist()
+                rows = list(zip(edges[:-1], edges[1:]))
+                n = edges[-1]
+                bg = w.bind("BG", np.empty((n, g0[1]), dtype))
+                for m, r in zip(nodes, rows):              # a gathered g_t can be joined straight into its rows
+                    self.g_rows.setdefault(id(m.value), (bg, r, key))
+            bx = np.zeros((n, x0[1]), dtype) if self.kind[key] == "product" else None
+            self.bufs[key] = (w.bind("BX", bx) if bx is not None else None, bg)
+            for m, r in zip(nodes, rows):
+                self.rows[key, id(m)] = r
+                if bx is not None:
+                    self.x_rows.setdefault(id(m.inputs[0]), (self.bufs[key][0], r, bx, key, id(m)))
+
+    def x_destination(self, node, args, returned):
+        """The line computing an elementwise forward value straight into its rows of a batch's X buffer
+        (the h_t of h_t @ W: no copy in the backward), or None; bit for bit as the op computes it."""
+        dest = self.x_rows.get(id(node.value))
+        f = node.op.forward
+        if dest is None or node.params or any(c is not None for c in node.casts) or not isinstance(f, np.ufunc) \
+                or f.nout != 1 or getattr(np, f.__name__, None) is not f \
+                or any(isinstance(r, np.ndarray) and np.may_share_memory(node.out, r) for r in returned):
+            return None
+        name, (a, b), bx, key, m = dest
+        view = bx[a:b]
+        if view.shape != np.shape(node.out) or view.dtype != node.out.dtype:
+            return None
+        test = np.empty_like(view)
+        try:
+            f(*node.datas, out=test)
+        except Exception:
+            return None
+        if not np.array_equal(test, node.out, equal_nan=True):
+            return None
+        self.done.add(("x", key, m))
+        v = node.value.name
+        return f"    {v} = np.{f.__name__}({', '.join(args)}, out={name}[{a}:{b}])"
+
+    def g_destination(self, value):
+        """(buffer name, rows) where a gathered gradient can be joined straight into a batch's G rows."""
+        dest = self.g_rows.get(id(value))
+        if dest is None:
+            return None
+        self.done.add(("g", dest[2], id(value)))
+        return dest[0], dest[1]
 
     def term(self, node, src, how):
-        a, b = next(self.rows[id(src)])
+        a, b = self.rows[id(src), id(node)]
         bx, bg = self.bufs[id(src)]
-        line = f"    {bg}[{a}:{b}] = g_{node.value.name}"
-        if bx is not None:
-            line = f"    {bx}[{a}:{b}] = {_expr(node.inputs[0], self.w)}; " + line.lstrip()
+        shared = id(src) in self.shared or ("g", id(src), id(node.value)) in self.done
+        parts = [] if shared else [f"{bg}[{a}:{b}] = g_{node.value.name}"]
+        if bx is not None and ("x", id(src), id(node)) not in self.done:
+            parts.insert(0, f"{bx}[{a}:{b}] = {_expr(node.inputs[0], self.w)}")
+        if not parts:
+            return None                                # g_t is already in its rows
+        line = "    " + "; ".join(parts)
         return f"{line:<60}  # d/d {src.name} by {node.op.name} %{node.k}, batched"
 
     def total(self, src, others):
