@@ -55,7 +55,8 @@ class _Rewriter:
         self.prelude, self.joined = [], {}   # parameters joined once per call, at the program's start
 
     def run(self, nodes, keep):
-        nodes = self.hoist(self.fuse_shared_left(self.common_subexpressions(nodes, keep)))
+        nodes = self.common_subexpressions(nodes, keep)
+        nodes = self.hoist(self.fuse_shared_left(self.sink(nodes)))
         for _ in range(8):                       # each pass fuses one more layer of elementwise ops
             fused = self.fuse_siblings(nodes)
             if fused is nodes:
@@ -66,7 +67,8 @@ class _Rewriter:
     def common_subexpressions(self, nodes, keep):
         """Nodes repeating an earlier node's op on the same values with the same params (xs[t] sliced
         once per gate) replaced by that node, so the products that read them share their operand."""
-        dyn_used = {id(x) for n in nodes for d in n.dyn.values() if d is not None for x in _flat(d)}
+        dyn_used = {id(x) for n in nodes for d in n.dyn.values() if d is not None for x in _flat(d)} | \
+            {u for n in nodes for v in n.inputs if v.kind == "alias" for u in _sources_of(v)}   # read indirectly
         first, alias, out = {}, {}, []
         for n in nodes:
             if any(id(v) in alias for v in n.inputs):
@@ -143,6 +145,34 @@ class _Rewriter:
             for j, m in enumerate(firsts):
                 replaced[id(m)] = self.slice_of(m, product, (slice(None), slice(offsets[j], offsets[j + 1])))
         return self._splice(nodes, before, replaced) if replaced else nodes
+
+    def sink(self, nodes):
+        """h_1 @ V, ..., h_T @ V whose results feed nothing the h_t depend on (an output layer read only by
+        the loss) -> one product [h_1; ...; h_T] @ V after the last h_t, with what reads the results moved
+        after it (as careful BPTT computes the output layer after the loop)."""
+        data = _data_nodes(nodes)
+        groups = collections.defaultdict(list)
+        for n in nodes:
+            if _is_product(n) and n.inputs[0].kind == "node" and id(n.inputs[0]) not in data:
+                groups[id(n.inputs[1]), n.datas[0].shape[1]].append(n)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            cone = _dependents(nodes, members)
+            lefts = {u for m in members for u in _sources(m)[:1]}
+            if any(id(n.value) in lefts for n in cone) or any(v.kind == "draw" for n in cone for v in n.inputs):
+                continue                          # feeds back into the h_t (or moves a random draw): leave it
+            inside = {id(n) for n in cone}
+            stacked = self.concat([m.inputs[0] for m in members], 0, None)
+            weight = members[0].inputs[1]
+            product = self.new_node(_ops.matmul.op, (stacked.value, weight), {}, members[0].scope,
+                                    stacked.value.requires_grad or weight.requires_grad)
+            offsets = stacked.params["offsets"]
+            replaced = {id(m): self.slice_of(m, product, (slice(offsets[j], offsets[j + 1]),))
+                        for j, m in enumerate(members)}
+            nodes = [n for n in nodes if id(n) not in inside] + [stacked, product] + \
+                [replaced.get(id(n), n) for n in nodes if id(n) in inside]
+        return nodes
 
     def hoist(self, nodes):
         """x_1 @ U, ..., x_T @ U with every x_t data (an input, or computed from inputs only, as xs[t])
@@ -267,6 +297,29 @@ def _data_nodes(nodes):
     return data
 
 
+def _dependents(nodes, members):
+    """The nodes computed from any of `members` (members included), in program order: through inputs,
+    detached copies (aliases) and values inside op parameters alike."""
+    reached, out = {id(m.value) for m in members}, []
+    for n in nodes:
+        if id(n.value) in reached or any(u in reached for u in _sources(n)):
+            reached.add(id(n.value))
+            out.append(n)
+    return out
+
+
+def _sources(n):
+    """ids of the values a node reads (an alias read as the value it copies), parameters' values included."""
+    return [u for v in list(n.inputs) + [x for d in n.dyn.values() if d is not None for x in _flat(d)]
+            for u in _sources_of(v)]
+
+
+def _sources_of(v):
+    while v.kind == "alias":
+        v = v.node
+    return [id(v)]
+
+
 def _ancestors(values, data):
     """ids of the data-node values among `values` and everything they are computed from."""
     seen, todo = set(), [v for v in values if id(v) in data]
@@ -336,7 +389,7 @@ def _drop_unused_slices(nodes, keep):
             continue
         out.append(n)
         used.update(id(v) for v in n.inputs)
-        used.update(id(x) for d in n.dyn.values() if d is not None for x in _flat(d))
+        used.update(_sources(n))
     return out[::-1]
 
 
