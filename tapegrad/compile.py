@@ -1656,18 +1656,19 @@ def compile(fn=None, *, check=False, check_every=None, cache_size=8, batch_weigh
     calls replay a generated straight-line numpy program with eager's numbers (`.source` shows it).
     check=True re-runs every call eagerly and raises CompileError at the first difference;
     check_every=N does so every N-th replay. Up to `cache_size` programs (input shapes) are kept.
-    batch_weight_grads=True sums each weight's per-step gradient products x_t^T g_t as one product over
-    the stacked steps (as careful hand-written BPTT does; a bias's row sums as one sum): faster for long
-    unrolls, but a reordered sum,
-    so gradients agree with eager to rounding (about 1e-15 relative in float64), not bit for bit.
+    exact=False (the fast program) rewrites the trace first (`tapegrad.fusion`): products of one operand
+    with several parameters (a per-gate cell's h @ W_i, h @ W_f, ...) become one product with the
+    parameters joined, products of data with one weight (x_t @ U for every t) one product before the
+    loop, an output layer read only by the loss one product after it, elementwise work on side-by-side
+    gate slices one call, repeated computations one; and it batches weight gradients (below). Loss and
+    gradients then agree with eager's to rounding (1e-12 of each array's largest entry in float64).
+    batch_weight_grads=True (implied by exact=False) computes each weight's per-step gradient products
+    x_t^T g_t as one product over the stacked steps (a bias's row sums as one sum), into buffers the
+    program keeps between calls: a reordered sum, not bit for bit.
     reuse_buffers=True computes elementwise records (numpy ufuncs, sigmoid) into buffers the program
     keeps between calls (`out=`; bit-identical): fewer allocations per call, at the price of keeping
     those forward values' memory allocated between calls (per cached program).
-    exact=False also rewrites the products (`tapegrad.fusion`): products of one operand with several
-    parameters (a per-gate cell's h @ W_i, h @ W_f, ...) become one product with the parameters joined,
-    products of inputs with one weight (x_t @ U for every t) one product before the loop, and weight
-    gradients are batched; gradients agree with eager to rounding (about 1e-15 relative in float64).
-    Usable as a decorator: `@tapegrad.compile` or `@tapegrad.compile(check=True)`.
+    Usable as a decorator: `@tapegrad.compile` or `@tapegrad.compile(exact=False)`.
     """
     args = (check, check_every, cache_size, batch_weight_grads, reuse_buffers, exact)
     if fn is None:

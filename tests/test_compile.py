@@ -554,6 +554,15 @@ def test_batched_weight_gradients_agree_to_rounding(kind):
         assert "all steps' x_t^T g_t as one product" in c.source
 
 
+def _same_as_eager(c, step, W, i, targets):
+    """A compiled call on batch i with `targets` gives eager's loss and W.grad."""
+    W.grad = None
+    got, got_g = c(data(i, 5, 4), targets).item(), W.grad.copy()
+    W.grad = None
+    assert got == step(tg.tensor(data(i, 5, 4)), tg.tensor(targets)).item()
+    np.testing.assert_array_equal(got_g, W.grad)
+
+
 def test_integer_targets_that_change_every_call_are_replayed():
     """Class targets are data: two tracing calls with different targets trace the same program, so the
     values are not baked in; every later batch replays (it traced again on every batch before)."""
@@ -568,12 +577,7 @@ def test_integer_targets_that_change_every_call_are_replayed():
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompileWarning)
         for i in range(8):
-            targets = np.random.default_rng(i).integers(0, 3, 5)
-            W.grad = None
-            got, got_g = c(data(i, 5, 4), targets).item(), W.grad.copy()
-            W.grad = None
-            assert got == step(tg.tensor(data(i, 5, 4)), tg.tensor(targets)).item()
-            np.testing.assert_array_equal(got_g, W.grad)
+            _same_as_eager(c, step, W, i, np.random.default_rng(i).integers(0, 3, 5))
     assert c.traces == 2 and repr(c).startswith("<tapegrad.compile(step): 1 program(s)")
 
 
@@ -591,15 +595,13 @@ def test_integer_inputs_the_program_depends_on_get_one_program_per_value():
     c = tg.compile(step)
     for i, lengths in enumerate([[5, 3, 1], [5, 3, 2], [5, 3, 1], [5, 3, 2], [5, 3, 1], [5, 3, 2]]):
         xs = data(i, 3, 5, 3)
-        run_both_once = [None]
         for q in params:
             q.grad = None
         ref = step(tg.tensor(xs), tg.tensor(np.array(lengths))).item()
         ref_g = _grads(params)
         for q in params:
             q.grad = None
-        run_both_once[0] = c(xs, np.array(lengths)).item()
-        assert abs(run_both_once[0] - ref) <= 1e-12 * abs(ref)
+        assert abs(c(xs, np.array(lengths)).item() - ref) <= 1e-12 * abs(ref)
         for a, b in zip(_grads(params), ref_g):
             _close(a, b, f"call {i}")
     assert len(c.by_value) == 1 and sum(e.program is not None for e in c.cache.values()) == 2
@@ -620,12 +622,7 @@ def test_unproven_integer_values_are_guarded():
         c(data(i, 5, 4), same)
     assert c.traces == 2
     for i in range(3, 6):
-        other = np.random.default_rng(i).integers(0, 3, 5)
-        W.grad = None
-        got, got_g = c(data(i, 5, 4), other).item(), W.grad.copy()
-        W.grad = None
-        assert got == step(tg.tensor(data(i, 5, 4)), tg.tensor(other)).item()
-        np.testing.assert_array_equal(got_g, W.grad)
+        _same_as_eager(c, step, W, i, np.random.default_rng(i).integers(0, 3, 5))
     assert c.traces == 3
 
 
