@@ -17,7 +17,7 @@ state carried through) against a unigram baseline (the training text's character
 smoothed), and samples before and after training: from a seed such as "def ", each next character is drawn
 from softmax(logits / temperature) and fed back in.
 Training runs through tg.compile (the state carried in and out as the step's inputs and outputs; --eager
-runs without it): the default run 337-383 s -> 200-278 s on a shared 2-core machine (docs/performance.md).
+runs without it): the default run 273 s eager, 195 s compiled (docs/performance.md).
 """
 import pathlib
 

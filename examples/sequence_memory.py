@@ -24,7 +24,7 @@ reaches 10/10 (basic RNN shown). The full run takes seconds, so --quick is the s
 Outputs: cost_<cell>.csv/.png, graph_<cell>.svg (the tape of the trained network's loss, rolled: the cell
 once, its state as a self-edge x10; needs Graphviz), results.json.
 Training runs through tg.compile (the same batch every epoch, so one program; --eager runs without it):
-the whole run 1.5-1.9 s -> 0.9-1.5 s on a shared 2-core machine, most of it start-up (docs/performance.md).
+the whole run takes about 1.1 s either way, most of it start-up (docs/performance.md).
 """
 import numpy as np
 from annt_shared import RecurrentNet, save_graph
