@@ -481,10 +481,20 @@ def test_source_is_readable_with_scope_comments():
     compile(src, "<check>", "exec")
 
 
-def test_fuzzed_programs_compiled_equal_eager():
+@pytest.mark.parametrize("exact", [True, False])
+def test_fuzzed_programs_compiled_equal_eager(exact):
     """~100 programs of tests/programs.py (the differential fuzzer's generator): the compiled step's loss
-    and gradients are eager's, bit for bit, or the step falls back to eager (with a warning)."""
+    and gradients are eager's, bit for bit (exact=False: to 1e-12 of each array's largest entry), or the
+    step falls back to eager (with a warning)."""
     programs = pytest.importorskip("programs")
+
+    def same(a, b, msg):
+        if exact:
+            np.testing.assert_array_equal(a, b, err_msg=msg)
+        else:
+            assert np.shape(a) == np.shape(b), msg
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.max(np.abs(b), initial=0) + 1e-300,
+                                       err_msg=msg)
     compiled_count = 0
     for seed in range(100):
         p = programs.generate(seed)
@@ -497,16 +507,19 @@ def test_fuzzed_programs_compiled_equal_eager():
             return loss
         ref_loss = step()
         ref = {k: np.array(t.grad) for k, t in leaves.items()}
-        c = tg.compile(step)
+        c = tg.compile(step, exact=exact)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CompileWarning)
             for call in range(3):
                 for t in leaves.values():
                     t.grad = None
                 loss = c()
-                np.testing.assert_array_equal(loss.data, ref_loss.data, err_msg=f"seed {seed} call {call}")
+                same(loss.data, ref_loss.data, f"seed {seed} call {call}")
                 for k, t in leaves.items():
-                    np.testing.assert_array_equal(t.grad, ref[k], err_msg=f"seed {seed} call {call}: d{k}")
+                    if t.grad is None or ref[k].dtype == object:
+                        assert t.grad is None and ref[k].dtype == object, f"seed {seed}: d{k}"
+                        continue
+                    same(t.grad, ref[k], f"seed {seed} call {call}: d{k}")
         compiled_count += any(e.program is not None for e in c.cache.values())
     assert compiled_count >= 80, compiled_count
 
