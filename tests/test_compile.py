@@ -496,7 +496,7 @@ def test_fuzzed_programs_compiled_equal_eager(exact):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.max(np.abs(b), initial=0) + 1e-300,
                                        err_msg=msg)
     compiled_count = 0
-    for seed in range(100):
+    for seed in range(100 if exact else 50):
         p = programs.generate(seed)
         leaves = programs.leaves_of(p)
         code = compile(p.body(), f"<program {seed}>", "exec")
@@ -521,7 +521,7 @@ def test_fuzzed_programs_compiled_equal_eager(exact):
                         continue
                     same(t.grad, ref[k], f"seed {seed} call {call}: d{k}")
         compiled_count += any(e.program is not None for e in c.cache.values())
-    assert compiled_count >= 80, compiled_count
+    assert compiled_count >= (80 if exact else 40), compiled_count
 
 
 @pytest.mark.parametrize("cell", sorted(handwritten.CAREFUL))
@@ -699,7 +699,7 @@ def test_replay_frees_each_value_after_its_last_use():
     """The program deletes each local after its last use, so a replay holds about what the eager sweep
     holds, not every value and gradient of the step at once (a ratio of two peaks in one run)."""
     import tracemalloc
-    step, params, xs = _lstm_step(T=200)
+    step, params, xs = _lstm_step(T=100)
     c = tg.compile(step)
     c(xs), c(xs)
     assert "    del " in c.source

@@ -1,7 +1,9 @@
 """tapegrad.compile(exact=False): the product and elementwise rewrites of tapegrad/fusion.py give eager's
-loss and gradients to rounding (float64, 1e-12 of each array's largest entry) on random per-gate cells,
+loss and gradients to rounding (float64, 1e-12 of each array's largest entry) on random per-gate cells
+(50 per run, `TAPEGRAD_FUZZ_CELLS=1000` for more),
 see in-place optimizer updates of the joined parameters, and are bit-identical where only elementwise
 work is fused."""
+import os
 import re
 import warnings
 
@@ -11,6 +13,7 @@ import pytest
 import tapegrad as tg
 from tapegrad.compile import CompileWarning
 
+CELLS = int(os.environ.get("TAPEGRAD_FUZZ_CELLS", "50"))   # random cells per run (more: set the variable)
 ACTIVATIONS = {"sigmoid": tg.sigmoid, "tanh": tg.tanh, "exp": lambda a: tg.exp(a * 0.1), "relu": tg.relu,
                "neg": lambda a: -a, "none": lambda a: a}
 
@@ -112,12 +115,12 @@ def test_random_cells_agree_with_eager_to_rounding():
     fused = sunk = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompileWarning)           # every one of them compiles
-        for seed in range(150):
+        for seed in range(CELLS):
             c = _run(*random_cell(seed))
             assert c.source.count("def step") == 1
             fused += "concat axis=1" in c.source                      # joined gate weights
             sunk += bool(re.search(r"f_concat\(v\d+, v", c.source))     # the output layer after the loop
-    assert fused >= 140 and sunk >= 80, (fused, sunk)
+    assert fused >= 0.9 * CELLS and sunk >= 0.5 * CELLS, (fused, sunk)
 
 
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
