@@ -971,20 +971,22 @@ class _Gathers:
             line = f"    g_{src.name} = {self.buf[id(src)]}"
             return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces' gradients, copied in as they were final"
         pieces = ", ".join(f"g_{n.value.name}" for n in nodes)
-        slot = self.slots.get(self.origin.get(id(src)))
-        into = self.batches.g_destination(src) if self.batches is not None and slot is None and \
-            kind == "concatenate" else None
+        into = self.destination(src) if kind == "concatenate" else None
         if into is not None:
-            rows = f"{into[0]}[{into[1][0]}:{into[1][1]}]"
-            line = f"    g_{src.name} = np.concatenate(({pieces}), axis={axis}, out={rows})"
+            line = f"    g_{src.name} = np.concatenate(({pieces}), axis={axis}, out={into[0]}[{into[1]}])"
             return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces, side by side in its rows of {into[0]}"
-        if slot is not None and kind == "concatenate":
-            self.in_place.add(self.origin[id(src)])
-            view = f"{slot[0]}[{slot[1]}]"
-            line = f"    g_{src.name} = np.concatenate(({pieces}), axis={axis}, out={view})"
-            return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces, side by side in its rows of {slot[0]}"
         line = f"    g_{src.name} = np.{kind}(({pieces}), axis={axis})"
         return f"{line:<60}  # d/d {what}: its {len(nodes)} pieces' gradients side by side"
+
+    def destination(self, src):
+        """(buffer, index) of the rows a joined gradient can be written into: its slot of a time-axis
+        gather, or its rows of a batch's G; None."""
+        slot = self.slots.get(self.origin.get(id(src)))
+        if slot is not None:
+            self.in_place.add(self.origin[id(src)])
+            return slot[0], slot[1]
+        into = self.batches.g_destination(src) if self.batches is not None else None
+        return None if into is None else (into[0], f"{into[1][0]}:{into[1][1]}")
 
 
 def _returned_values(r):
@@ -996,13 +998,7 @@ def _returned_values(r):
 
 
 def _returned_arrays(r):
-    if r is None:
-        return []
-    if isinstance(r, _Value):
-        return [r.array]
-    if isinstance(r, dict):
-        r = list(r.values())
-    return [a for x in r for a in _returned_arrays(x)]
+    return [v.array for v in _returned_values(r)]
 
 
 def _buffer_text(node, args, returned, w):
@@ -1013,13 +1009,8 @@ def _buffer_text(node, args, returned, w):
             or any(np.may_share_memory(out, r) for r in returned if isinstance(r, np.ndarray))):
         return None
     name = node.value.name
-    if isinstance(f, np.ufunc) and f.nout == 1 and getattr(np, f.__name__, None) is f:
-        test = np.empty_like(out)
-        try:
-            f(*node.datas, out=test)
-        except Exception:
-            return None
-        if not np.array_equal(test, out, equal_nan=True):
+    if _numpy_ufunc(node):
+        if not _reproduces_into(node, np.empty_like(out)):
             return None
         buf = w.bind("B", np.empty_like(out))
         return [f"{name} = np.{f.__name__}({', '.join(args)}, out={buf})"]
@@ -1035,6 +1026,23 @@ def _buffer_text(node, args, returned, w):
         return [f"{name} = np.multiply({args[0]}, 0.5, out={buf}); np.tanh({name}, out={name}); "
                 f"{name} *= 0.5; {name} += 0.5"]
     return None
+
+
+def _numpy_ufunc(node):
+    """Whether a node's forward is a one-output numpy ufunc (np.add, np.tanh, ...), callable with out=."""
+    f = node.op.forward
+    return isinstance(f, np.ufunc) and f.nout == 1 and getattr(np, f.__name__, None) is f
+
+
+def _reproduces_into(node, buf):
+    """Whether the node's ufunc computed into `buf` (out=) gives its traced value bit for bit."""
+    if buf.shape != np.shape(node.out) or buf.dtype != node.out.dtype:
+        return False
+    try:
+        test = node.op.forward(*node.datas, out=np.empty_like(buf))
+    except Exception:
+        return False
+    return np.array_equal(test, node.out, equal_nan=True)
 
 
 def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
@@ -1065,17 +1073,12 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         buffers, leaves = None, []
     lines.append("    # forward: the Wengert list (one line per record)")
     for node in tr.nodes:
-        args = []
         for v in node.inputs:
             if v.kind == "draw":
                 draw = (f"    {v.name} = _draw_mask({w.bind('rng', v.tensor)}, {v.number!r}, {v.array.shape}, "
                         f"{w.bind('dt', v.array.dtype)})")
                 lines.append(f"{draw:<60}  # dropout's mask, drawn from the step's generator")
-        for v, cast in zip(node.inputs, node.casts):
-            e = _expr(v, w)
-            if cast is not None:
-                e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
-            args.append(e)
+        args = _input_texts(node, w)
         into = buffers.x_destination(node, args, returned) if buffers is not None else None
         if into is not None:
             lines.append(f"{into:<60}  {_comment(node)}")
@@ -1219,25 +1222,14 @@ class _Batches:
         """The line computing an elementwise forward value straight into its rows of a batch's X buffer
         (the h_t of h_t @ W: no copy in the backward), or None; bit for bit as the op computes it."""
         dest = self.x_rows.get(id(node.value))
-        f = node.op.forward
-        if dest is None or node.params or any(c is not None for c in node.casts) or not isinstance(f, np.ufunc) \
-                or f.nout != 1 or getattr(np, f.__name__, None) is not f \
+        if dest is None or node.params or any(c is not None for c in node.casts) or not _numpy_ufunc(node) \
                 or any(isinstance(r, np.ndarray) and np.may_share_memory(node.out, r) for r in returned):
             return None
         name, (a, b), bx, key, m = dest
-        view = bx[a:b]
-        if view.shape != np.shape(node.out) or view.dtype != node.out.dtype:
-            return None
-        test = np.empty_like(view)
-        try:
-            f(*node.datas, out=test)
-        except Exception:
-            return None
-        if not np.array_equal(test, node.out, equal_nan=True):
+        if not _reproduces_into(node, bx[a:b]):
             return None
         self.done.add(("x", key, m))
-        v = node.value.name
-        return f"    {v} = np.{f.__name__}({', '.join(args)}, out={name}[{a}:{b}])"
+        return f"    {node.value.name} = np.{node.op.forward.__name__}({', '.join(args)}, out={name}[{a}:{b}])"
 
     def g_destination(self, value):
         """(buffer name, rows) where a gathered gradient can be joined straight into a batch's G rows."""
@@ -1328,6 +1320,12 @@ def _edge_lines(node, i, src, how, w):
     return [f"    {ln:<58}  {comment}" if j == len(lines) - 1 else f"    {ln}" for j, ln in enumerate(lines)]
 
 
+def _input_texts(node, w):
+    """The source text of a node's inputs as its op receives them (cast where the trace cast them)."""
+    return [_expr(v, w) if cast is None else f"{_expr(v, w)}.astype({w.bind('dt', np.dtype(cast))})"
+            for v, cast in zip(node.inputs, node.casts)]
+
+
 def _rule_args(node, w):
     """The source text of a node's rule arguments, and of all of them as one tuple (a variadic rule's),
     worked out once per node: a variadic node of n inputs has n edges."""
@@ -1335,12 +1333,7 @@ def _rule_args(node, w):
     if cached is not None:
         return cached
     if node.op.keep_inputs:
-        args = []
-        for v, cast in zip(node.inputs, node.casts):
-            e = _expr(v, w)
-            if cast is not None:
-                e = f"{e}.astype({w.bind('dt', np.dtype(cast))})"
-            args.append(e)
+        args = _input_texts(node, w)
         packed = "(" + "".join(a + ", " for a in args) + ")"
     else:                    # shape-only stand-ins: bound once, the tuple too
         specs = tuple(v.number if v.kind == "number" else _spec(v, d) if isinstance(d, np.ndarray) else d
@@ -1462,7 +1455,7 @@ class Compiled:
             return self.fn(*args, **kwargs)
         key = _key(args, kwargs)
         if key in self.by_value:                 # a signature whose program depends on integer input values
-            key = key + (tuple(v.tobytes() for v in _integer_inputs(args).values()),)
+            key = _by_value(key, _integer_inputs(args))
         entry = self._entry(key)
         if entry.eager:
             return self.fn(*args, **kwargs)
@@ -1517,7 +1510,7 @@ class Compiled:
             # the program depends on integer input values (lengths, a mask): one program per value
             self.by_value.add(key)
             del self.cache[key]
-            fresh = self._entry(key + (tuple(v.tobytes() for v in values.values()),))
+            fresh = self._entry(_by_value(key, values))
             fresh.trace, fresh.values = tr, values
             return result
         if diff is not None:
@@ -1625,6 +1618,11 @@ def _integer_inputs(args):
     """{position among the input Tensors: array} of the integer and boolean inputs (targets, indices,
     lengths, masks): a program may have their values baked in, which two tracing calls can disprove."""
     return {i: t.data for i, t in enumerate(_leaves(args)) if t.data.dtype.kind in "iub"}
+
+
+def _by_value(key, values):
+    """A signature's key with its integer inputs' values in it (for programs that depend on them)."""
+    return key + (tuple(v.tobytes() for v in values.values()),)
 
 
 def _describe_arg(a):

@@ -24,6 +24,7 @@ import collections
 import numpy as np
 
 from . import ops as _ops
+from .indexed import is_basic
 
 __all__ = ["fuse"]
 
@@ -163,16 +164,21 @@ class _Rewriter:
             if any(id(n.value) in lefts for n in cone) or any(v.kind == "draw" for n in cone for v in n.inputs):
                 continue                          # feeds back into the h_t (or moves a random draw): leave it
             inside = {id(n) for n in cone}
-            stacked = self.concat([m.inputs[0] for m in members], 0, None)
-            weight = members[0].inputs[1]
-            product = self.new_node(_ops.matmul.op, (stacked.value, weight), {}, members[0].scope,
-                                    stacked.value.requires_grad or weight.requires_grad)
-            offsets = stacked.params["offsets"]
-            replaced = {id(m): self.slice_of(m, product, (slice(offsets[j], offsets[j + 1]),))
-                        for j, m in enumerate(members)}
+            stacked, product, replaced = self.stacked_product(members)
             nodes = [n for n in nodes if id(n) not in inside] + [stacked, product] + \
                 [replaced.get(id(n), n) for n in nodes if id(n) in inside]
         return nodes
+
+    def stacked_product(self, members):
+        """x_1 @ W, ..., x_n @ W -> (the stacked [x_1; ...; x_n], its product with W, {id(member): its
+        rows of the product})."""
+        stacked = self.concat([m.inputs[0] for m in members], 0, None)
+        weight = members[0].inputs[1]
+        product = self.new_node(_ops.matmul.op, (stacked.value, weight), {}, members[0].scope,
+                                stacked.value.requires_grad or weight.requires_grad)
+        offsets = stacked.params["offsets"]
+        return stacked, product, {id(m): self.slice_of(m, product, (slice(offsets[j], offsets[j + 1]),))
+                                  for j, m in enumerate(members)}
 
     def hoist(self, nodes):
         """x_1 @ U, ..., x_T @ U with every x_t data (an input, or computed from inputs only, as xs[t])
@@ -190,14 +196,9 @@ class _Rewriter:
             needed = _ancestors([m.inputs[0] for m in members], data)
             early = [n for n in nodes if id(n.value) in needed and id(n) not in moved]
             moved.update(id(n) for n in early)
-            stacked = self.concat([m.inputs[0] for m in members], 0, None)
-            weight = members[0].inputs[1]
-            product = self.new_node(_ops.matmul.op, (stacked.value, weight), {}, members[0].scope,
-                                    weight.requires_grad)
+            stacked, product, rows = self.stacked_product(members)
             before[id(members[0])] += early + [stacked, product]
-            offsets = stacked.params["offsets"]
-            for j, m in enumerate(members):
-                replaced[id(m)] = self.slice_of(m, product, (slice(offsets[j], offsets[j + 1]),))
+            replaced.update(rows)
         if not replaced:
             return nodes
         return self._splice([n for n in nodes if id(n) not in moved], before, replaced)
@@ -339,15 +340,9 @@ def _same_computation_key(n):
     if n.op not in _PURE or any(d is not None for d in n.dyn.values()) or any(v.kind == "draw" for v in n.inputs):
         return None
     params = tuple(sorted((k, repr(v)) for k, v in n.params.items()))
-    if n.op is _ops.getitem.op and not _is_basic_index(n.params.get("index")):
+    if n.op is _ops.getitem.op and not is_basic(n.params.get("index")):
         return None
     return (n.op, tuple(id(v) for v in n.inputs), tuple(n.casts), params)
-
-
-def _is_basic_index(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or type(p) is int or (type(p) is slice and all(
-        x is None or type(x) is int for x in (p.start, p.stop, p.step))) for p in parts)
 
 
 def _last_axis_slice(node):

@@ -128,7 +128,7 @@ def _picked(scores: Tensor, targets: TensorLike, reduction: str, weight: TensorL
         raise ShapeError(f"{op}: targets must lie in [0, {shape[-1]}) for {what} {shape}, "
                          f"got values in [{t.min()}, {t.max()}]")
     # the target's log-probability picked (not multiplied by a one-hot: a -inf masking logit times 0 is NaN);
-    # Tensor targets and weights pass through ops, so a compiled step reads them anew each call
+    # Tensor targets pass through ops, so a compiled step reads them anew each call
     index = expand_dims(targets, -1) if isinstance(targets, Tensor) else t[..., None]
     losses = -take_along_axis(log_probs_of(scores), index, axis=-1).reshape(t.shape)
     if weight is None:
@@ -137,15 +137,12 @@ def _picked(scores: Tensor, targets: TensorLike, reduction: str, weight: TensorL
     w = np.asarray(_data(weight), dtype=dtype)
     if w.shape != t.shape:
         raise ShapeError(f"{op}: weight has shape {w.shape}, targets have shape {t.shape}")
-    if isinstance(weight, Tensor):
-        wt = astype(weight, dtype) if weight.dtype != dtype else weight
-        losses = losses * wt
-        if reduction == "mean":
-            return losses.sum() / maximum(wt.sum(), np.finfo(dtype).tiny)
-        return _reduce(losses, reduction, op)
-    losses = losses * w
+    wt: Tensor | np.ndarray = w
+    if isinstance(weight, Tensor):      # through ops, so that a compiled step reads it anew each call
+        wt = weight if weight.dtype == dtype else astype(weight, dtype)
+    losses = losses * wt
     if reduction == "mean":
-        return losses.sum() / max(float(w.sum()), np.finfo(dtype).tiny)
+        return losses.sum() / maximum(wt.sum(), np.finfo(dtype).tiny)
     return _reduce(losses, reduction, op)
 
 

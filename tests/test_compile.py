@@ -20,6 +20,18 @@ def _grads(params):
     return [None if p.grad is None else np.array(p.grad) for p in params]
 
 
+def _eager_then_compiled(step, compiled, params, *inputs):
+    """(eager result, its grads, compiled result, its grads) of one call on `inputs`, .grad reset before each."""
+    for q in params:
+        q.grad = None
+    ref = step(*[tg.tensor(x) for x in inputs])
+    ref_grads = _grads(params)
+    for q in params:
+        q.grad = None
+    got = compiled(*inputs)
+    return ref, ref_grads, got, _grads(params)
+
+
 def _close(a, b, what):
     assert (a is None) == (b is None), what
     if a is not None:
@@ -222,16 +234,9 @@ def test_float32_bit_identical():
         return loss
     c = tg.compile(step)
     for i in range(4):
-        xs = data(i, 7, 2, 3).astype(np.float32)
-        for q in params:
-            q.grad = None
-        ref_loss = step(tg.tensor(xs))
-        ref = _grads(params)
-        for q in params:
-            q.grad = None
-        loss = c(xs)
+        ref_loss, ref, loss, got = _eager_then_compiled(step, c, params, data(i, 7, 2, 3).astype(np.float32))
         assert loss.data.tobytes() == ref_loss.data.tobytes()
-        for a, b in zip(_grads(params), ref):
+        for a, b in zip(got, ref):
             assert a.tobytes() == b.tobytes()
 
 
@@ -607,15 +612,9 @@ def test_integer_inputs_the_program_depends_on_get_one_program_per_value():
         return loss
     c = tg.compile(step)
     for i, lengths in enumerate([[5, 3, 1], [5, 3, 2], [5, 3, 1], [5, 3, 2], [5, 3, 1], [5, 3, 2]]):
-        xs = data(i, 3, 5, 3)
-        for q in params:
-            q.grad = None
-        ref = step(tg.tensor(xs), tg.tensor(np.array(lengths))).item()
-        ref_g = _grads(params)
-        for q in params:
-            q.grad = None
-        assert abs(c(xs, np.array(lengths)).item() - ref) <= 1e-12 * abs(ref)
-        for a, b in zip(_grads(params), ref_g):
+        ref, ref_g, got, got_g = _eager_then_compiled(step, c, params, data(i, 3, 5, 3), np.array(lengths))
+        assert abs(got.item() - ref.item()) <= 1e-12 * abs(ref.item())
+        for a, b in zip(got_g, ref_g):
             _close(a, b, f"call {i}")
     assert len(c.by_value) == 1 and sum(e.program is not None for e in c.cache.values()) == 2
 
@@ -667,16 +666,9 @@ def test_reused_buffers_are_bit_identical_and_never_returned():
     compiled = tg.compile(step, reuse_buffers=True)
     kept = []
     for i in range(5):
-        xs = data(i, 2, 5, 3)
-        for q in params:
-            q.grad = None
-        ref = step(tg.tensor(xs))
-        ref_g = _grads(params)
-        for q in params:
-            q.grad = None
-        got = compiled(xs)
+        ref, ref_g, got, got_g = _eager_then_compiled(step, compiled, params, data(i, 2, 5, 3))
         kept.append((got, ref))
-        for a, b in zip(_grads(params), ref_g):
+        for a, b in zip(got_g, ref_g):
             np.testing.assert_array_equal(a, b)
     for got, ref in kept:                        # earlier calls' outputs were not overwritten by later ones
         for a, b in zip(got, ref):
@@ -747,13 +739,8 @@ def test_cells_from_ops_are_bit_identical(cell, dtype):
     c = tg.compile(step)
     for i in range(4):
         xs, ys = handwritten.make_data(B, D, D, T, np.random.default_rng(i), dtype)
-        for q in params.values():
-            q.grad = None
-        ref = step(tg.tensor(xs), tg.tensor(ys))
-        ref_g = {n: q.grad.copy() for n, q in params.items()}
-        for q in params.values():
-            q.grad = None
-        assert c(xs, ys).data.tobytes() == ref.data.tobytes()
-        for n, q in params.items():
-            assert q.grad.tobytes() == ref_g[n].tobytes(), n
+        ref, ref_g, got, got_g = _eager_then_compiled(step, c, list(params.values()), xs, ys)
+        assert got.data.tobytes() == ref.data.tobytes()
+        for n, a, b in zip(params, got_g, ref_g):
+            assert a.tobytes() == b.tobytes(), n
     assert "d_v" in c.source and "np.vdot(" in c.source
