@@ -85,10 +85,8 @@ def unroll(cell: Any, xs: Any, state: Any = None, lengths: Any = None, truncate:
         for start in range(0, T, checkpoint_every):
             steps = range(start, min(start + checkpoint_every, T))
             segment = _segment(xs, steps, listed or time_major)
-            if constant:                # a slice of xs, which the caller holds: read as it is, not kept copied
-                out, state = checkpoint(lambda s, x=segment, steps=steps: run(s, x, steps), state)
-            else:
-                out, state = checkpoint(lambda s, x, steps=steps: run(s, x, steps), state, segment)
+            inputs = () if constant else (segment,)     # a constant slice of xs is read as it is, not copied
+            out, state = checkpoint(lambda s, x=segment, steps=steps: run(s, x, steps), state, *inputs)
             segments.append(out)
         return concat(segments, axis=time_axis), state
 
