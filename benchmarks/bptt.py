@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 _HERE = pathlib.Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]      # handwritten.py, and tapegrad when not installed
 import handwritten  # noqa: E402
+import minimal_tape  # noqa: E402
 
 SIZES = {
     "tiny": dict(B=1, D=10, H=20, T=10),
@@ -100,6 +101,15 @@ def tapegrad(cell, p, xs, ys):
     ops = SimpleNamespace(tanh=tanh, sigmoid=sigmoid, mse=mse_loss)
     params = {n: tensor(v, requires_grad=True) for n, v in p.items()}
     xs_, ys_, h0 = [tensor(x) for x in xs], [tensor(y) for y in ys], tensor(_h0(p, xs))
+    return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), np.asarray)
+
+
+def minimal(cell, p, xs, ys):
+    """The same cell code on minimal_tape.py: the least Python an eager tape does per op (a floor)."""
+    ops = SimpleNamespace(tanh=minimal_tape.tanh, sigmoid=minimal_tape.sigmoid, mse=minimal_tape.mse)
+    V = minimal_tape.Var
+    params = {n: V(v) for n, v in p.items()}
+    xs_, ys_, h0 = [V(x) for x in xs], [V(y) for y in ys], V(_h0(p, xs))
     return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), np.asarray)
 
 
@@ -218,7 +228,7 @@ CONTENDERS = {BASELINE: hand_numpy, CAREFUL: hand_careful, "tapegrad": tapegrad,
               "tapegrad-nn-compiled": tapegrad_nn_compiled,
               "tapegrad-compiled-fast": functools.partial(tapegrad_compiled, fast=True),
               "tapegrad-nn-compiled-fast": functools.partial(tapegrad_nn_compiled, fast=True),
-              "pytorch": pytorch, "autograd": hips_autograd}
+              "minimal-tape": minimal, "pytorch": pytorch, "autograd": hips_autograd}
 
 
 def make_steps(names, cell, size, seed=0, held=None):

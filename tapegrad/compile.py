@@ -46,6 +46,7 @@ import copy
 import functools
 import gc
 import itertools
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -935,7 +936,7 @@ class _Gathers:
     sweep's identity rules pass it on unchanged). `slots`: origin -> (buffer, index, rows of its 2-d view)."""
 
     def __init__(self, plans, steps, w):
-        self.plans, self.buf, self.slots, self.by_node = plans, {}, {}, {}
+        self.plans, self.buf, self.slots, self.by_node, self.arrays = plans, {}, {}, {}, {}
         origin = {id(st[1].value): st[2] for st in steps if st[0] == "grad"}
         self.origin = origin
         for key, (axis, _, nodes) in plans.items():
@@ -944,6 +945,7 @@ class _Gathers:
             shape = np.shape(nodes[0].inputs[0].array)
             buf = np.empty(shape, nodes[0].out.dtype)
             name = self.buf[key] = w.bind("BG", buf)
+            self.arrays[key] = buf
             inner = int(np.prod(shape[1:-1])) if len(shape) > 1 else 1
             for n in nodes:
                 index = n.params["index"]
@@ -955,6 +957,31 @@ class _Gathers:
                     self.slots.setdefault(origin[id(n.value)], slot)
         self.in_place = set()
         self.batches = None
+
+    def forward_into(self, node, args, values, backward_names, returned):
+        """The line computing a value into the buffer its own gradient is gathered into, or None.
+
+        A hoisted projection (T, B, 4H) is read step by step in the forward and, when no rule keeps it
+        or a view of it, never after: its gradient's buffer can hold it until the backward writes the first
+        piece, as hand-written code reuses one buffer (only where out= gives the traced value bit for bit)."""
+        buf = self.arrays.get(id(node.value))
+        if (buf is None or node.params or any(c is not None for c in node.casts)
+                or any(np.may_share_memory(node.out, r) for r in returned if isinstance(r, np.ndarray))):
+            return None
+        if _numpy_ufunc(node):
+            fn = f"np.{node.op.forward.__name__}"
+        elif _specialize_forward(node) == "np.dot({a0}, {a1})":
+            fn = "np.dot"
+        else:
+            return None
+        env = {f"a{j}": d for j, d in enumerate(node.datas)}
+        test = f"{fn}({', '.join(env)}, out=out)"
+        env["out"] = np.empty_like(buf)
+        if _check_text(test, node.out, env) is None or any(
+                v.name in backward_names for v in values
+                if isinstance(v.array, np.ndarray) and np.may_share_memory(v.array, node.out)):
+            return None
+        return f"    {node.value.name} = {fn}({', '.join(args)}, out={self.buf[id(node.value)]})"
 
     def piece(self, v):
         """The line copying a finished piece's gradient into its slot, or None (none, or already there)."""
@@ -1072,6 +1099,7 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
     else:
         buffers, leaves = None, []
     lines.append("    # forward: the Wengert list (one line per record)")
+    hoisted = []                              # (line, node, args): values whose gradient has a gather buffer
     for node in tr.nodes:
         for v in node.inputs:
             if v.kind == "draw":
@@ -1105,7 +1133,10 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
             call = f"np.asarray({call})"
         line = f"    {node.value.name} = {call}"
         lines.append(f"{line:<60}  {_comment(node)}")
+        if tr.root is not None and id(node.value) in joins.arrays:
+            hoisted.append((len(lines) - 1, node, args))
     if tr.root is not None:
+        backward_from = len(lines)
         lines.append("    # backward: the adjoint, in reverse recording order (g_v = d loss / d v)")
         root = tr.root
         seed = np.ones(np.shape(root.array), root.array.dtype)
@@ -1137,6 +1168,13 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         for v in leaves:
             if id(v) in gathers:
                 lines.append(joins.whole(v))
+    if hoisted:
+        backward_names = set(_NAME.findall("\n".join(lines[backward_from:])))
+        values = [n.value for n in tr.nodes]
+        for i, node, args in hoisted:
+            into = joins.forward_into(node, args, values, backward_names, returned)
+            if into is not None:
+                lines[i] = f"{into:<60}  {_comment(node)}"
     lines.append("    # the outputs")
     for v in leaves:
         if v.kind == "param":
@@ -1146,6 +1184,9 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         lines.append(f"    _store_grad({target}, g_{_gname(v)})")
     lines.append(f"    return {_result_text(tr.result, w)}")
     return _free_dead("\n".join(lines) + "\n"), w.ns
+
+
+_NAME = re.compile(r"[A-Za-z_]\w*")     # the names a line of the program may read
 
 
 def _free_dead(source):
@@ -1184,18 +1225,22 @@ class _Batches:
         self.w, self.kind, self.rows, self.bufs, self.shared = w, {}, {}, {}, set()
         self.g_rows, self.x_rows, self.done = {}, {}, set()      # destinations; terms already in their rows
         when = {id(st[1].value): j for j, st in enumerate(steps) if st[0] == "grad"}   # a gradient is final
-        terms = collections.defaultdict(list)
-        for step in steps:
+        terms, last_term = collections.defaultdict(list), {}
+        for j, step in enumerate(steps):
             if step[0] == "edge" and step[4].get("batch") and id(step[3]) in batched:
                 _, node, _, src, how = step
                 self.kind[id(src)] = how["batch"]
                 terms[id(src)].append(node)
+                last_term[id(src)] = j
+        writers = {}                                   # the g_t arrays of a batch with its own G -> its G, rows
         for key, nodes in terms.items():
             x0, g0 = np.shape(nodes[0].inputs[0].array), np.shape(nodes[0].out)
             dtype = nodes[0].out.dtype
             slots = [gathers.slots.get(gathers.origin.get(id(n.value))) for n in nodes]
             buf = slots[0][3] if slots[0] is not None else None
             total_at = when.get(key, len(steps))     # the value's own gradient step, or the end for a leaf
+            origins = tuple(gathers.origin.get(id(n.value)) for n in nodes)
+            writer = writers.get((origins, g0[1], dtype))
             if buf is not None and all(sl is not None and sl[3] is buf and when[id(sl[4].value)] < total_at
                                        for sl in slots) and \
                     buf.shape[-1] == g0[1] and buf.dtype == dtype and \
@@ -1204,6 +1249,10 @@ class _Batches:
                 rows = [sl[2] for sl in slots]
                 n = buf.size // buf.shape[-1]
                 bg = w.bind("BG", buf.reshape(n, buf.shape[-1]))
+            elif None not in origins and writer is not None and last_term[writer[2]] < total_at:
+                self.shared.add(key)                   # the same g_t as another batch (a bias and its product)
+                bg, rows, _ = writer
+                n = rows[-1][1]
             else:
                 edges = np.cumsum([0] + [np.shape(m.out)[0] for m in nodes]).tolist()
                 rows = list(zip(edges[:-1], edges[1:]))
@@ -1211,6 +1260,8 @@ class _Batches:
                 bg = w.bind("BG", np.empty((n, g0[1]), dtype))
                 for m, r in zip(nodes, rows):              # a gathered g_t can be joined straight into its rows
                     self.g_rows.setdefault(id(m.value), (bg, r, key))
+                if None not in origins:
+                    writers.setdefault((origins, g0[1], dtype), (bg, rows, key))
             bx = np.zeros((n, x0[1]), dtype) if self.kind[key] == "product" else None
             self.bufs[key] = (w.bind("BX", bx) if bx is not None else None, bg)
             for m, r in zip(nodes, rows):

@@ -61,7 +61,8 @@ def test_loss_value_and_float32(cell):
 
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
 def test_benchmark_contenders_agree_with_hand_numpy(cell):
-    """The tapegrad contenders of benchmarks/bptt.py compute the hand-written step's loss and gradients."""
+    """The tapegrad contenders of benchmarks/bptt.py (and the minimal tape) compute the hand-written step's
+    loss and gradients."""
     import bptt
     rng = np.random.default_rng(0)
     s = bptt.SIZES["tiny"]
@@ -69,7 +70,7 @@ def test_benchmark_contenders_agree_with_hand_numpy(cell):
     xs, ys = handwritten.make_data(s["B"], s["D"], s["D"], s["T"], rng)
     ref_loss, ref = handwritten.STEPS[cell](p, xs, ys)
     for name in ("tapegrad", "tapegrad-ckpt", "tapegrad-nn", "tapegrad-compiled", "tapegrad-nn-compiled",
-                 "tapegrad-compiled-fast", "tapegrad-nn-compiled-fast"):
+                 "tapegrad-compiled-fast", "tapegrad-nn-compiled-fast", "minimal-tape"):
         step = bptt.CONTENDERS[name](cell, p, xs, ys)
         step()                                                   # compiled: the second tracing call
         loss, grads = step()

@@ -142,6 +142,13 @@ def test_cells_from_ops_are_fused_like_careful_handwritten_code(cell):
     assert forward.count("np.dot(") == (2 * T + 2 if cell == "gru" else T + 2)
     assert "concat axis=0 offsets=(0, 2, 4, 6, 8, 10)" in src                 # the T inputs, stacked once
     assert "all steps' x_t^T g_t as one product" in src
+    # a cell's bias sums the G rows of the product its g_t also feeds (no second (T B, H) buffer); only the
+    # output layer's bias c, whose layer is one product after the loop, has rows of its own
+    sums = re.findall(r"np\.add\.reduce\((BG\d+), axis=0\)", src)
+    products = re.findall(r"BX\d+\.T @ (BG\d+)", src)
+    ns = next(e for e in c.cache.values() if e.program).program.__globals__
+    alone = [a for a in sums if not any(np.shares_memory(ns[a], ns[b]) for b in products)]
+    assert len(sums) == (3 if cell == "gru" else 2) and len(alone) == 1, (sums, products, alone)
 
 
 def test_in_place_optimizer_updates_of_joined_parameters_are_seen():
