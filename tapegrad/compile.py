@@ -640,10 +640,10 @@ def _check_text(text, expected, env):
 
 def _specialize_rule(node, i, kind, g, ans, args, gi):
     name = node.op.name
-    if name == "mse_loss" and _mse_inline(node) and type(g) is np.ndarray and g.ndim == 0:
+    if name == "mse_loss" and _mse_inline(node) and np.ndim(g) == 0 and isinstance(g, (np.ndarray, np.generic)):
         scale = 2 / np.size(node.datas[0]) if node.params["reduction"] == "mean" else 2
-        text = ("{d} * (float({g}) * " + repr(scale) + ")") if i == 0 else ("-({d} * (float({g}) * " +
-                                                                          repr(scale) + "))")
+        factor = ("(float({g}) * " if type(g) is np.ndarray else "({g} * ") + repr(scale) + ")"   # as _mse_grad
+        text = "{d} * " + factor if i == 0 else "-({d} * " + factor + ")"
         env = {"d": np.subtract(*node.datas), "g": g}
         return text if _check_text(text.format(d="d", g="g"), gi, env) else None
     if type(gi) is not np.ndarray or node.params and name != "stack":

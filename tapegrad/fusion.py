@@ -63,6 +63,7 @@ class _Rewriter:
             if fused is nodes:
                 break
             nodes = fused
+        nodes = self.sum_losses(self.fuse_row_siblings(nodes), keep)
         return _drop_unused_slices(self.prelude + nodes, keep)
 
     def common_subexpressions(self, nodes, keep):
@@ -231,7 +232,7 @@ class _Rewriter:
             return None
         parts, key, width = [], [n.op, n.out.dtype, n.out.shape[:-1] if n.out.ndim else None], None
         for v in n.inputs:
-            span = _last_axis_slice(defs.get(id(v)))
+            span = _axis_slice(defs.get(id(v)))
             if span is not None:
                 parent, a, b = span
                 if width not in (None, b - a):
@@ -273,6 +274,116 @@ class _Rewriter:
             slices.append((slice(None),) * (nd - 1) + (slice(edge, edge + w),))
             edge += w
         return fused, before, slices
+
+    def fuse_row_siblings(self, nodes):
+        """op(a[i:j], c) for adjacent row ranges of the same a, with the same c broadcast over the rows (the
+        sunk output layer's `+ c` at every step) -> op(a[lo:hi], c) sliced by rows. Bit-identical."""
+        defs = {id(n.value): n for n in nodes}
+        groups = collections.defaultdict(list)
+        for n in nodes:
+            if n.op not in _BINARY or n.params or any(c is not None for c in n.casts) or len(n.inputs) != 2:
+                continue
+            spans = [_axis_slice(defs.get(id(v)), 0) for v in n.inputs]
+            if (spans[0] is None) == (spans[1] is None):
+                continue
+            j = 0 if spans[0] is not None else 1
+            (parent, a, b), other = spans[j], n.inputs[1 - j]
+            nd = np.ndim(parent.array)
+            if other.kind == "draw" or np.ndim(other.array) > nd or n.out.ndim != nd or n.out.shape[0] != b - a \
+                    or (np.ndim(other.array) == nd and np.shape(other.array)[0] != 1):
+                continue                          # the other operand must broadcast over the rows
+            parts = [spans[0], (other,)] if j == 0 else [(other,), spans[1]]
+            groups[n.op, j, id(parent), id(other), n.out.dtype].append((n, parts))
+        position = {id(n): k for k, n in enumerate(nodes)}
+        before, replaced = collections.defaultdict(list), {}
+        for (op, j, _, _, _), members in groups.items():
+            for run in _adjacent_runs(members):
+                first = min((m for m, _ in run), key=lambda m: position[id(m)])
+                parent, lo, hi = run[0][1][j][0], run[0][1][j][1], run[-1][1][j][2]
+                rows = parent
+                if (lo, hi) != (0, parent.array.shape[0]):
+                    cover = self.slice_of_value(parent, (slice(lo, hi),), first.scope)
+                    before[id(first)].append(cover)
+                    rows = cover.value
+                inputs = [rows, run[0][1][1 - j][0]] if j == 0 else [run[0][1][1 - j][0], rows]
+                fused = self.new_node(op, inputs, {}, first.scope, any(v.requires_grad for v in inputs))
+                before[id(first)].append(fused)
+                for m, parts in run:
+                    replaced[id(m)] = self.slice_of(m, fused, (slice(parts[j][1] - lo, parts[j][2] - lo),))
+        return self._splice(nodes, before, replaced) if replaced else nodes
+
+    def sum_losses(self, nodes, keep):
+        """l_1 + ... + l_T (adds of 0-d values, each partial sum read only by the next add) where every l_t is
+        mse_loss(q[rows_t], y_t) of row slices tiling one q, y_t data, one reduction for all ('mean' over
+        equal sizes, or 'sum') -> mse_loss(q, [y_1; ...; y_T], 'sum') (divided by the size for 'mean'):
+        one subtraction and one dot product instead of T, one gradient array instead of T pieces."""
+        defs = {id(n.value): n for n in nodes}
+        uses = collections.Counter(id(v) for n in nodes for v in n.inputs)
+        reader = {id(v): n for n in nodes for v in n.inputs}
+
+        def add0(n):
+            return n is not None and n.op is _ops.add.op and not n.params and np.ndim(n.out) == 0 \
+                and all(c is None for c in n.casts)
+
+        def partial(v):                           # a partial sum that only the next add of its chain reads
+            return add0(defs.get(id(v))) and uses[id(v)] == 1 and id(v) not in keep and add0(reader.get(id(v)))
+        replaced, dropped = {}, set()
+        for top in [n for n in nodes if add0(n) and not partial(n.value)]:
+            adds, terms, todo = [], [], list(top.inputs)
+            while todo:
+                v = todo.pop()
+                if partial(v):
+                    adds.append(defs[id(v)])
+                    todo.extend(defs[id(v)].inputs)
+                elif not (v.kind == "number" and v.number == 0):      # `loss = 0` before the loop
+                    terms.append(v)
+            fused = self._fused_mse(terms, defs, uses, keep, _data_nodes(nodes), top)
+            if fused is not None:
+                replaced[id(top)] = fused
+                dropped.update(id(n) for n in adds)
+                dropped.update(id(defs[id(v)]) for v in terms)
+        if not replaced:
+            return nodes
+        return [m for n in nodes if id(n) not in dropped for m in replaced.get(id(n), [n])]
+
+    def _fused_mse(self, terms, defs, uses, keep, data, top):
+        """The nodes computing the sum of the mse terms as one loss with `top`'s value, or None."""
+        from .losses import _mse
+        losses = [defs.get(id(v)) for v in terms]
+        if len(losses) < 2 or any(n is None or n.op is not _mse.op or any(c is not None for c in n.casts)
+                                  or uses[id(n.value)] != 1 or id(n.value) in keep for n in losses):
+            return None
+        reductions = {n.params.get("reduction") for n in losses}
+        spans = [_axis_slice(defs.get(id(n.inputs[0])), 0) for n in losses]
+        if len(reductions) != 1 or not reductions <= {"mean", "sum"} or None in spans or \
+                len({id(sp[0]) for sp in spans}) != 1:
+            return None
+        order = sorted(range(len(losses)), key=lambda k: spans[k][1])
+        whole, edges = spans[0][0], [spans[k][1:] for k in order]
+        targets, preds = [losses[k].inputs[1] for k in order], [losses[k].inputs[0] for k in order]
+        sizes = {int(np.size(p.array)) for p in preds}
+        if edges[0][0] != 0 or edges[-1][1] != whole.array.shape[0] or \
+                any(e[1] != f[0] for e, f in zip(edges, edges[1:])) or (reductions == {"mean"} and len(sizes) != 1) or \
+                any((t.kind not in ("input", "const") and id(t) not in data) or np.shape(t.array) != p.shape or
+                    t.array.dtype != whole.array.dtype for t, p in zip(targets, preds)):
+            return None
+        joined = self.concat(targets, 0, top.scope)
+        total = self.new_node(_mse.op, [whole, joined.value], {"reduction": "sum"}, top.scope, whole.requires_grad)
+        if reductions == {"sum"}:
+            return [joined, self.renamed(total, top)]
+        size = sizes.pop()
+        scale = self.Value("number", repr(size), np.asarray(size), number=size)
+        mean = self.Node(top.k, _ops.div.op, _ops.div.op.forward, [total.value, scale], [None, None],
+                         (total.out, size), {}, {}, top.scope, top.record)
+        mean.out, mean.value = np.asarray(np.true_divide(total.out, size)), top.value
+        return [joined, total, mean]
+
+    def renamed(self, node, like):
+        """`node` under the name and value of `like` (so every use of `like` reads it)."""
+        new = self.Node(like.k, node.op, node.fn, node.inputs, node.casts, node.datas, node.params, node.dyn,
+                        like.scope, like.record)
+        new.out, new.value = node.out, like.value
+        return new
 
     def slice_of_value(self, parent, index, scope):
         return self.new_node(_ops.getitem.op, (parent,), {"index": index}, scope, parent.requires_grad)
@@ -345,18 +456,23 @@ def _same_computation_key(n):
     return (n.op, tuple(id(v) for v in n.inputs), tuple(n.casts), params)
 
 
-def _last_axis_slice(node):
-    """(parent value, start, stop) when `node` is x[..., start:stop] (a getitem of the last axis), else None."""
+def _axis_slice(node, axis=-1):
+    """(parent value, start, stop) when `node` is a getitem slicing one axis of its input (the last: x[...,
+    start:stop]; 0: x[start:stop]), else None."""
     if node is None or node.op is not _ops.getitem.op or set(node.params) != {"index"} \
             or node.dyn.get("index") is not None:
         return None
     index, parent = node.params["index"], node.inputs[0]
     parts = index if isinstance(index, tuple) else (index,)
     nd = np.ndim(parent.array)
-    if len(parts) != nd or nd == 0 or any(p != slice(None) for p in parts[:-1]) or type(parts[-1]) is not slice \
-            or parts[-1].step not in (None, 1):
+    if nd == 0:
         return None
-    a, b, _ = parts[-1].indices(parent.array.shape[-1])
+    parts = parts + (slice(None),) * (nd - len(parts)) if axis == 0 else parts
+    axis %= nd
+    if len(parts) != nd or any(type(p) is not slice or p != slice(None) for j, p in enumerate(parts) if j != axis) \
+            or type(parts[axis]) is not slice or parts[axis].step not in (None, 1):
+        return None
+    a, b, _ = parts[axis].indices(parent.array.shape[axis])
     return (parent, a, b) if b > a else None
 
 

@@ -3,6 +3,8 @@ loss and gradients to rounding (float64, 1e-12 of each array's largest entry) on
 (50 per run, `TAPEGRAD_FUZZ_CELLS=1000` for more),
 see in-place optimizer updates of the joined parameters, and are bit-identical where only elementwise
 work is fused."""
+import functools
+import operator
 import os
 import re
 import warnings
@@ -142,13 +144,15 @@ def test_cells_from_ops_are_fused_like_careful_handwritten_code(cell):
     assert forward.count("np.dot(") == (2 * T + 2 if cell == "gru" else T + 2)
     assert "concat axis=0 offsets=(0, 2, 4, 6, 8, 10)" in src                 # the T inputs, stacked once
     assert "all steps' x_t^T g_t as one product" in src
-    # a cell's bias sums the G rows of the product its g_t also feeds (no second (T B, H) buffer); only the
-    # output layer's bias c, whose layer is one product after the loop, has rows of its own
+    # the T per-step losses are one mse over the stacked predictions (targets stacked once), so the output
+    # layer's bias c sums one gradient array; a cell's bias sums the G rows of the product its g_t also
+    # feeds (no second (T B, H) buffer)
+    assert forward.count("mse_loss") == 1 and "mse_loss reduction='sum'" in forward
     sums = re.findall(r"np\.add\.reduce\((BG\d+), axis=0\)", src)
     products = re.findall(r"BX\d+\.T @ (BG\d+)", src)
     ns = next(e for e in c.cache.values() if e.program).program.__globals__
     alone = [a for a in sums if not any(np.shares_memory(ns[a], ns[b]) for b in products)]
-    assert len(sums) == (3 if cell == "gru" else 2) and len(alone) == 1, (sums, products, alone)
+    assert len(sums) == (2 if cell == "gru" else 1) and not alone, (sums, products, alone)
 
 
 def test_in_place_optimizer_updates_of_joined_parameters_are_seen():
@@ -246,3 +250,53 @@ def test_inputs_sliced_once_per_gate_are_one_value():
     forward = c.source.split("# backward")[0]
     assert forward.count("np.dot(") == T + 1          # one hoisted input product, one h product per step
     assert "concat axis=1 offsets=(0, 3, 6, 9, 12) : (2, 12)" in forward          # the four U's, joined
+
+
+def test_per_step_losses_become_one_loss_unless_something_else_reads_them():
+    """sum over t of mse(h_t V + c, y_t) with the output layer sunk after the loop: the bias add and the
+    T losses become one add and one mse over the stacked rows (targets stacked once). A per-step loss the
+    step also returns keeps its own mse, and every one of them is eager's to rounding."""
+    rng = np.random.default_rng(7)
+    B, H, O, T = 2, 3, 2, 5
+    params = {"W": tg.tensor(rng.standard_normal((H, H)) * 0.5, requires_grad=True),
+              "V": tg.tensor(rng.standard_normal((H, O)), requires_grad=True),
+              "c": tg.tensor(rng.standard_normal(O), requires_grad=True)}
+
+    def per_step(xs, ys):
+        h, losses = tg.tensor(np.zeros((B, H))), []
+        for t in range(T):
+            h = tg.tanh(xs[t] + h @ params["W"])
+            losses.append(tg.mse_loss(h @ params["V"] + params["c"], ys[t]))
+        return losses
+
+    def step(xs, ys):
+        losses = per_step(xs, ys)
+        loss = functools.reduce(operator.add, losses)
+        loss.backward()
+        return loss
+
+    def step_and_losses(xs, ys):
+        losses = per_step(xs, ys)
+        loss = functools.reduce(operator.add, losses)
+        loss.backward()
+        return loss, losses[2]
+
+    def inputs(i):
+        r = np.random.default_rng(i)
+        return r.standard_normal((T, B, H)), r.standard_normal((T, B, O))
+    forward = _run(step, params, inputs).source.split("# backward")[0]
+    assert forward.count("mse_loss") == 1 and f"concat axis=0 offsets=(0, 2, 4, 6, 8, 10) : ({T * B}, {O})" in forward
+    c = tg.compile(step_and_losses, exact=False)
+    for i in range(3):
+        for q in params.values():
+            q.grad = None
+        ref, ref_t = step_and_losses(*[tg.tensor(a) for a in inputs(i)])
+        ref_g = {n: np.array(q.grad) for n, q in params.items()}
+        for q in params.values():
+            q.grad = None
+        got, got_t = c(*inputs(i))
+        _near(got.data, ref.data, "loss")
+        _near(got_t.data, ref_t.data, "the returned step loss")
+        for n, q in params.items():
+            _near(q.grad, ref_g[n], f"d{n}")
+    assert c.source.split("# backward")[0].count("mse_loss") == T
