@@ -11,7 +11,10 @@ program writer need nothing new:
   * hoisted data: x_1 @ U, ..., x_T @ U with every x_t an input or computed from inputs only become one
     product [x_1; ...; x_T] @ U before the loop and T row slices of it;
   * elementwise siblings: op(a[..., i:j], b[..., i:j]) for adjacent column ranges (the gates' `+ b`,
-    their sigmoids) become one op on the covering range, 1-d parameters among the inputs joined;
+    their sigmoids) become one op on the covering range, 1-d parameters among the inputs joined; and
+    op(q[i:j], c) for adjacent row ranges with the same c (the sunk output layer's `+ c`) one op on the rows;
+  * per-step losses: a sum of mse_loss(q[rows_t], y_t) over row slices tiling one q becomes one mse_loss
+    of q against the stacked targets (where nothing else reads a step's loss);
   * slices nothing reads any more are dropped.
 
 Each slice's gradient reaches the wider value through the writer's gather (one concatenate), so a
