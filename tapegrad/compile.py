@@ -638,6 +638,30 @@ def _check_text(text, expected, env):
     return None
 
 
+def _transposed_weights(steps):
+    """exact=False: the weights W of 2-d products whose input gradient g W^T is needed at two or more steps
+    (a recurrent weight). Their rules become np.dot(g, W^T) with W^T made contiguous once per call (BLAS's
+    faster form of the product; equal to (W g^T)^T to rounding). Returns those weights' values."""
+    edges = collections.defaultdict(list)
+    for step in steps:
+        if step[0] == "edge" and step[2] == 0 and step[4]["spec"] == _MATMUL_DX:
+            y = step[1].inputs[1]
+            if y.kind in ("param", "node") and step[1].casts[1] is None:
+                edges[id(y)].append(step)
+    out = []
+    for group in edges.values():
+        if len(group) < 2:
+            continue
+        y = group[0][1].inputs[1]
+        for step in group:
+            step[4]["spec"] = "np.dot({g}, T_" + y.name + ")"
+        out.append(y)
+    return out
+
+
+_MATMUL_DX = "({a1} @ {g}.mT).mT"
+
+
 def _specialize_rule(node, i, kind, g, ans, args, gi):
     name = node.op.name
     if name == "mse_loss" and _mse_inline(node) and np.ndim(g) == 0 and isinstance(g, (np.ndarray, np.generic)):
@@ -653,7 +677,7 @@ def _specialize_rule(node, i, kind, g, ans, args, gi):
         text = "{g}[" + _index_text((slice(None),) * node.params["axis"] + (i,)) + "]"
     if name == "matmul" and len(args) == 2 and all(isinstance(a, np.ndarray) and a.ndim == 2 for a in args) \
             and g.ndim == 2:
-        text = "({a1} @ {g}.mT).mT" if i == 0 else "{a0}.mT @ {g}"
+        text = _MATMUL_DX if i == 0 else "{a0}.mT @ {g}"
     if text is None:
         return None
     env = {"g": g, "ans": ans, "one": _one(ans), **{f"a{j}": a for j, a in enumerate(args)}}
@@ -1092,6 +1116,7 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         w.ns[p.name] = p.array              # the parameter's own array: in-place updates are seen
     if tr.root is not None:                   # the sweep's plan first: the forward may write into its buffers
         steps, leaves = _plan_backward(tr)
+        transposed = _transposed_weights(steps) if fuse else []
         batched = _batch_weight_grads(steps) if batch_weight_grads else {}
         gathers = _gathers(steps)
         joins = _Gathers(gathers, steps, w)
@@ -1143,6 +1168,9 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         seed.setflags(write=False)
         seed_line = f"    g_{_gname(root)} = {w.bind('ONES', seed)}"
         lines.append(f"{seed_line:<60}  # seed: d loss / d loss = 1")
+        for y in transposed:
+            line = f"    T_{y.name} = np.ascontiguousarray({_expr(y, w)}.T)"
+            lines.append(f"{line:<60}  # once per call: the steps' g @ {y.name}^T read it")
         for step in steps:
             if step[0] == "grad":
                 v = step[1].value

@@ -144,6 +144,8 @@ def test_cells_from_ops_are_fused_like_careful_handwritten_code(cell):
     assert forward.count("np.dot(") == (2 * T + 2 if cell == "gru" else T + 2)
     assert "concat axis=0 offsets=(0, 2, 4, 6, 8, 10)" in src                 # the T inputs, stacked once
     assert "all steps' x_t^T g_t as one product" in src
+    # the recurrent weight's transpose made contiguous once per call, read by every step's g @ W^T
+    assert re.search(r"T_(\w+) = np\.ascontiguousarray\(\1\.T\)", src) and re.search(r"np\.dot\(g_\w+, T_", src)
     # the T per-step losses are one mse over the stacked predictions (targets stacked once), so the output
     # layer's bias c sums one gradient array; a cell's bias sums the G rows of the product its g_t also
     # feeds (no second (T B, H) buffer)
