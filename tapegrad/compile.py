@@ -741,6 +741,22 @@ def _specialize_forward(node):
     return text if got is not None else None
 
 
+def _sigmoid_inline(node):
+    """Whether sigmoid's forward is written inline as ops._sigmoid computes it (tanh(x / 2) / 2 + 1/2 on one
+    new array): only where that reproduces it bit for bit."""
+    if node.op is not _ops.sigmoid.op or node.params or any(c is not None for c in node.casts):
+        return False
+    x = node.datas[0]
+    half = _ops._HALF.get(getattr(x, "dtype", None))
+    if type(x) is not np.ndarray or x.ndim == 0 or half is None:
+        return False
+    s = np.multiply(x, half)
+    np.tanh(s, out=s)
+    s *= half
+    s += half
+    return s.dtype == node.out.dtype and np.array_equal(s, node.out, equal_nan=True)
+
+
 def _mse_inline(node):
     """Whether mse_loss's reduced forward is written inline, keeping pred - target for its rules: only
     where that reproduces losses._squared_error bit for bit."""
@@ -1141,6 +1157,11 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
             for j, text in enumerate(buffered):
                 line = f"    {text}"
                 lines.append(f"{line:<60}  {_comment(node)}" if j == len(buffered) - 1 else line)
+            continue
+        if _sigmoid_inline(node):             # ops._sigmoid's four ufunc calls, without the Python call
+            n, half = node.value.name, w.bind("HALF", _ops._HALF[node.out.dtype])
+            line = f"    {n} = np.multiply({args[0]}, {half}); np.tanh({n}, out={n}); {n} *= {half}; {n} += {half}"
+            lines.append(f"{line:<60}  {_comment(node)}")
             continue
         if _mse_inline(node):                 # the difference kept for backward: one subtraction, not two
             a, b = args
