@@ -371,7 +371,8 @@ class _Rewriter:
                     t.array.dtype != whole.array.dtype for t, p in zip(targets, preds)):
             return None
         joined = self.concat(targets, 0, top.scope)
-        total = self.new_node(_mse.op, [whole, joined.value], {"reduction": "sum"}, top.scope, whole.requires_grad)
+        total = self.new_node(_mse.op, [whole, joined.value], {"reduction": "sum"}, top.scope,
+                              whole.requires_grad or joined.value.requires_grad)
         if reductions == {"sum"}:
             return [joined, self.renamed(total, top)]
         size = sizes.pop()
