@@ -96,21 +96,23 @@ def _eager_step(params, loss_fn, to_numpy):
     return step
 
 
+def _taped_step(ops, leaf, param, cell, p, xs, ys):
+    """framework_loss on a tape whose parameters are param(array) and data leaf(array)."""
+    params = {n: param(v) for n, v in p.items()}
+    xs_, ys_, h0 = [leaf(x) for x in xs], [leaf(y) for y in ys], leaf(_h0(p, xs))
+    return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), np.asarray)
+
+
 def tapegrad(cell, p, xs, ys):
     from tapegrad import mse_loss, sigmoid, tanh, tensor
     ops = SimpleNamespace(tanh=tanh, sigmoid=sigmoid, mse=mse_loss)
-    params = {n: tensor(v, requires_grad=True) for n, v in p.items()}
-    xs_, ys_, h0 = [tensor(x) for x in xs], [tensor(y) for y in ys], tensor(_h0(p, xs))
-    return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), np.asarray)
+    return _taped_step(ops, tensor, lambda v: tensor(v, requires_grad=True), cell, p, xs, ys)
 
 
 def minimal(cell, p, xs, ys):
     """The same cell code on minimal_tape.py: the least Python an eager tape does per op (a floor)."""
     ops = SimpleNamespace(tanh=minimal_tape.tanh, sigmoid=minimal_tape.sigmoid, mse=minimal_tape.mse)
-    V = minimal_tape.Var
-    params = {n: V(v) for n, v in p.items()}
-    xs_, ys_, h0 = [V(x) for x in xs], [V(y) for y in ys], V(_h0(p, xs))
-    return _eager_step(params, lambda q: framework_loss(ops, cell, q, xs_, ys_, h0), np.asarray)
+    return _taped_step(ops, minimal_tape.Var, minimal_tape.Var, cell, p, xs, ys)
 
 
 def tapegrad_checkpointed(cell, p, xs, ys):

@@ -741,20 +741,24 @@ def _specialize_forward(node):
     return text if got is not None else None
 
 
-def _sigmoid_inline(node):
-    """Whether sigmoid's forward is written inline as ops._sigmoid computes it (tanh(x / 2) / 2 + 1/2 on one
-    new array): only where that reproduces it bit for bit."""
-    if node.op is not _ops.sigmoid.op or node.params or any(c is not None for c in node.casts):
-        return False
-    x = node.datas[0]
-    half = _ops._HALF.get(getattr(x, "dtype", None))
-    if type(x) is not np.ndarray or x.ndim == 0 or half is None:
-        return False
-    s = np.multiply(x, half)
-    np.tanh(s, out=s)
-    s *= half
-    s += half
-    return s.dtype == node.out.dtype and np.array_equal(s, node.out, equal_nan=True)
+_SIGMOID = "{n} = np.multiply({x}, {half}{out}); np.tanh({n}, out={n}); {n} *= {half}; {n} += {half}"
+
+
+def _sigmoid_text(node, x, w, into_buffer=False):
+    """ops._sigmoid (tanh(x / 2) / 2 + 1/2) as one line of its four ufunc calls on one new array (or on a
+    buffer the program keeps), or None: written only where that line gives the traced value bit for bit."""
+    data, out = node.datas[0], node.out
+    half = _ops._HALF.get(getattr(data, "dtype", None))
+    if node.op is not _ops.sigmoid.op or node.params or any(c is not None for c in node.casts) \
+            or type(data) is not np.ndarray or data.ndim == 0 or half is None:
+        return None
+    env = {"x": data, "half": half, "buf": np.empty_like(out)}
+    exec(_SIGMOID.format(n="s", x="x", half="half", out=", out=buf" if into_buffer else ""), {"np": np}, env)
+    s = env["s"]
+    if s.dtype != out.dtype or s.shape != out.shape or not np.array_equal(s, out, equal_nan=True):
+        return None
+    buf = f", out={w.bind('B', np.empty_like(out))}" if into_buffer else ""
+    return _SIGMOID.format(n=node.value.name, x=x, half=w.bind("HALF", half), out=buf)
 
 
 def _mse_inline(node):
@@ -1009,19 +1013,16 @@ class _Gathers:
                 or any(np.may_share_memory(node.out, r) for r in returned if isinstance(r, np.ndarray))):
             return None
         if _numpy_ufunc(node):
-            fn = f"np.{node.op.forward.__name__}"
+            forward = node.op.forward
         elif _specialize_forward(node) == "np.dot({a0}, {a1})":
-            fn = "np.dot"
+            forward = np.dot
         else:
             return None
-        env = {f"a{j}": d for j, d in enumerate(node.datas)}
-        test = f"{fn}({', '.join(env)}, out=out)"
-        env["out"] = np.empty_like(buf)
-        if _check_text(test, node.out, env) is None or any(
+        if not _reproduces_into(node, buf, forward) or any(
                 v.name in backward_names for v in values
                 if isinstance(v.array, np.ndarray) and np.may_share_memory(v.array, node.out)):
             return None
-        return f"    {node.value.name} = {fn}({', '.join(args)}, out={self.buf[id(node.value)]})"
+        return f"    {node.value.name} = np.{forward.__name__}({', '.join(args)}, out={self.buf[id(node.value)]})"
 
     def piece(self, v):
         """The line copying a finished piece's gradient into its slot, or None (none, or already there)."""
@@ -1081,17 +1082,9 @@ def _buffer_text(node, args, returned, w):
             return None
         buf = w.bind("B", np.empty_like(out))
         return [f"{name} = np.{f.__name__}({', '.join(args)}, out={buf})"]
-    if node.op.name == "sigmoid" and len(args) == 1:          # ops._sigmoid: tanh(x / 2) / 2 + 1/2
-        test = np.empty_like(out)
-        np.multiply(node.datas[0], 0.5, out=test)
-        np.tanh(test, out=test)
-        test *= 0.5
-        test += 0.5
-        if not np.array_equal(test, out, equal_nan=True):
-            return None
-        buf = w.bind("B", np.empty_like(out))
-        return [f"{name} = np.multiply({args[0]}, 0.5, out={buf}); np.tanh({name}, out={name}); "
-                f"{name} *= 0.5; {name} += 0.5"]
+    if len(args) == 1:
+        text = _sigmoid_text(node, args[0], w, into_buffer=True)
+        return None if text is None else [text]
     return None
 
 
@@ -1101,12 +1094,13 @@ def _numpy_ufunc(node):
     return isinstance(f, np.ufunc) and f.nout == 1 and getattr(np, f.__name__, None) is f
 
 
-def _reproduces_into(node, buf):
-    """Whether the node's ufunc computed into `buf` (out=) gives its traced value bit for bit."""
+def _reproduces_into(node, buf, forward=None):
+    """Whether the node's ufunc (or `forward`, as np.dot for a 2-d product) computed into `buf` (out=)
+    gives its traced value bit for bit."""
     if buf.shape != np.shape(node.out) or buf.dtype != node.out.dtype:
         return False
     try:
-        test = node.op.forward(*node.datas, out=np.empty_like(buf))
+        test = (forward or node.op.forward)(*node.datas, out=np.empty_like(buf))
     except Exception:
         return False
     return np.array_equal(test, node.out, equal_nan=True)
@@ -1158,10 +1152,9 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
                 line = f"    {text}"
                 lines.append(f"{line:<60}  {_comment(node)}" if j == len(buffered) - 1 else line)
             continue
-        if _sigmoid_inline(node):             # ops._sigmoid's four ufunc calls, without the Python call
-            n, half = node.value.name, w.bind("HALF", _ops._HALF[node.out.dtype])
-            line = f"    {n} = np.multiply({args[0]}, {half}); np.tanh({n}, out={n}); {n} *= {half}; {n} += {half}"
-            lines.append(f"{line:<60}  {_comment(node)}")
+        inline = _sigmoid_text(node, args[0], w) if len(args) == 1 else None
+        if inline is not None:                # ops._sigmoid's four ufunc calls, without the Python call
+            lines.append(f"{'    ' + inline:<60}  {_comment(node)}")
             continue
         if _mse_inline(node):                 # the difference kept for backward: one subtraction, not two
             a, b = args

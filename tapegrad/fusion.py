@@ -330,7 +330,7 @@ class _Rewriter:
 
         def partial(v):                           # a partial sum that only the next add of its chain reads
             return add0(defs.get(id(v))) and uses[id(v)] == 1 and id(v) not in keep and add0(reader.get(id(v)))
-        replaced, dropped = {}, set()
+        replaced, dropped, data = {}, set(), None
         for top in [n for n in nodes if add0(n) and not partial(n.value)]:
             adds, terms, todo = [], [], list(top.inputs)
             while todo:
@@ -340,7 +340,8 @@ class _Rewriter:
                     todo.extend(defs[id(v)].inputs)
                 elif not (v.kind == "number" and v.number == 0):      # `loss = 0` before the loop
                     terms.append(v)
-            fused = self._fused_mse(terms, defs, uses, keep, _data_nodes(nodes), top)
+            data = _data_nodes(nodes) if data is None else data
+            fused = self._fused_mse(terms, defs, uses, keep, data, top)
             if fused is not None:
                 replaced[id(top)] = fused
                 dropped.update(id(n) for n in adds)
@@ -375,12 +376,12 @@ class _Rewriter:
                               whole.requires_grad or joined.value.requires_grad)
         if reductions == {"sum"}:
             return [joined, self.renamed(total, top)]
-        size = sizes.pop()
+        size = sizes.pop()                        # divided by a Python int, as the mean was (not a 0-d int64)
         scale = self.Value("number", repr(size), np.asarray(size), number=size)
-        mean = self.Node(top.k, _ops.div.op, _ops.div.op.forward, [total.value, scale], [None, None],
-                         (total.out, size), {}, {}, top.scope, top.record)
-        mean.out, mean.value = np.asarray(np.true_divide(total.out, size)), top.value
-        return [joined, total, mean]
+        mean = self.Node(None, _ops.div.op, _ops.div.op.forward, [total.value, scale], [None, None],
+                         (total.out, size), {}, {}, top.scope, None)
+        mean.out = np.asarray(np.true_divide(total.out, size))
+        return [joined, total, self.renamed(mean, top)]
 
     def renamed(self, node, like):
         """`node` under the name and value of `like` (so every use of `like` reads it)."""
