@@ -999,6 +999,17 @@ class _Gathers:
                 self.by_node[id(n.value)] = slot
                 if id(n.value) in origin:
                     self.slots.setdefault(origin[id(n.value)], slot)
+        self.columns = {}        # origin of a gate's gradient -> (its rows' slot, its columns) in a time-axis buffer
+        for key, (axis, _, nodes) in plans.items():
+            slot = self.by_node.get(key)
+            if slot is None or axis != np.ndim(nodes[0].inputs[0].array) - 1:
+                continue
+            width = np.shape(nodes[0].inputs[0].array)[-1]
+            for n in nodes:
+                index = n.params["index"]
+                last = index[-1] if isinstance(index, tuple) else index
+                if id(n.value) in origin and type(last) is slice:
+                    self.columns.setdefault(origin[id(n.value)], (slot, last.indices(width)[:2]))
         self.in_place = set()
         self.batches = None
 
@@ -1023,6 +1034,21 @@ class _Gathers:
                 if isinstance(v.array, np.ndarray) and np.may_share_memory(v.array, node.out)):
             return None
         return f"    {node.value.name} = np.{forward.__name__}({', '.join(args)}, out={self.buf[id(node.value)]})"
+
+    def column_block(self, origins, width, dtype, written_in_time):
+        """(strided 2-d view, rows of each g_t) when the g_t (by origin) are the same columns of every
+        step's rows of one time-axis buffer, tiling its rows exactly once, each written in time (a GRU's
+        [W_r W_z] and W_n: their G are column blocks of the gates' gradient); else None."""
+        cols = [self.columns.get(o) for o in origins]
+        if None in cols or len({(id(slot[3]), span) for slot, span in cols}) != 1:
+            return None
+        (_, _, _, buf, _), (c0, c1) = cols[0]
+        rows = [slot[2] for slot, _ in cols]
+        n = buf.size // buf.shape[-1]
+        if c1 - c0 != width or buf.dtype != dtype or len(set(rows)) != len(rows) \
+                or sum(b - a for a, b in rows) != n or not all(written_in_time(slot[4]) for slot, _ in cols):
+            return None
+        return buf.reshape(n, buf.shape[-1])[:, c0:c1], rows
 
     def piece(self, v):
         """The line copying a finished piece's gradient into its slot, or None (none, or already there)."""
@@ -1130,7 +1156,7 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         batched = _batch_weight_grads(steps) if batch_weight_grads else {}
         gathers = _gathers(steps)
         joins = _Gathers(gathers, steps, w)
-        buffers = joins.batches = _Batches(steps, batched, w, joins)
+        buffers = joins.batches = _Batches(steps, batched, w, joins, tr.nodes)
     else:
         buffers, leaves = None, []
     lines.append("    # forward: the Wengert list (one line per record)")
@@ -1143,6 +1169,8 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
                 lines.append(f"{draw:<60}  # dropout's mask, drawn from the step's generator")
         args = _input_texts(node, w)
         into = buffers.x_destination(node, args, returned) if buffers is not None else None
+        if into is None and buffers is not None:
+            into = buffers.stacked_view(node, returned)
         if into is not None:
             lines.append(f"{into:<60}  {_comment(node)}")
             continue
@@ -1188,7 +1216,9 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
         for step in steps:
             if step[0] == "grad":
                 v = step[1].value
-                if id(v) in batched:
+                for key in buffers.deferred.pop(id(v), ()):
+                    lines.append(buffers.total(*batched.pop(key)))
+                if id(v) in batched and not buffers.is_deferred(v):
                     lines.append(buffers.total(*batched.pop(id(v))))
                 if id(v) in gathers:
                     lines.append(joins.whole(v))
@@ -1263,7 +1293,7 @@ class _Batches:
     g_t is one array with a row slot of a gathered gradient (the gates' gradient of a cell whose input
     product was hoisted), G is that gathered buffer itself: no copy."""
 
-    def __init__(self, steps, batched, w, gathers):
+    def __init__(self, steps, batched, w, gathers, forward):
         self.w, self.kind, self.rows, self.bufs, self.shared = w, {}, {}, {}, set()
         self.g_rows, self.x_rows, self.done = {}, {}, set()      # destinations; terms already in their rows
         when = {id(st[1].value): j for j, st in enumerate(steps) if st[0] == "grad"}   # a gradient is final
@@ -1274,16 +1304,29 @@ class _Batches:
                 self.kind[id(src)] = how["batch"]
                 terms[id(src)].append(node)
                 last_term[id(src)] = j
+        # A batched value that is a gathered piece (W_h[:, :2H]) is read only where its whole is joined:
+        # its total waits until then (`deferred`: whole -> pieces), when more of G's rows are written.
+        whole = {id(st[1].value): st[3] for st in steps if st[0] == "edge" and st[4].get("gathered")}
+        self.deferred = collections.defaultdict(list)
         writers = {}                                   # the g_t arrays of a batch with its own G -> its G, rows
+        xshape = {}                                    # key -> its X buffer's rows, columns, dtype
         for key, nodes in terms.items():
             x0, g0 = np.shape(nodes[0].inputs[0].array), np.shape(nodes[0].out)
             dtype = nodes[0].out.dtype
             slots = [gathers.slots.get(gathers.origin.get(id(n.value))) for n in nodes]
             buf = slots[0][3] if slots[0] is not None else None
-            total_at = when.get(key, len(steps))     # the value's own gradient step, or the end for a leaf
+            if key in whole:
+                self.deferred[id(whole[key])].append(key)
+            at = id(whole[key]) if key in whole else key
+            total_at = when.get(at, len(steps))      # the gradient step it is read at, or the end for a leaf
             origins = tuple(gathers.origin.get(id(n.value)) for n in nodes)
             writer = writers.get((origins, g0[1], dtype))
-            if buf is not None and all(sl is not None and sl[3] is buf and when[id(sl[4].value)] < total_at
+            block = gathers.column_block(origins, g0[1], dtype, lambda node: when[id(node.value)] < total_at)
+            if buf is None and block is not None:
+                self.shared.add(key)                   # G is a column block of the gathered buffer: no copy
+                bg, rows = w.bind("BG", block[0]), block[1]
+                n = block[0].shape[0]
+            elif buf is not None and all(sl is not None and sl[3] is buf and when[id(sl[4].value)] < total_at
                                        for sl in slots) and \
                     buf.shape[-1] == g0[1] and buf.dtype == dtype and \
                     sum(sl[2][1] - sl[2][0] for sl in slots) == buf.size // buf.shape[-1]:
@@ -1304,12 +1347,64 @@ class _Batches:
                     self.g_rows.setdefault(id(m.value), (bg, r, key))
                 if None not in origins:
                     writers.setdefault((origins, g0[1], dtype), (bg, rows, key))
-            bx = np.zeros((n, x0[1]), dtype) if self.kind[key] == "product" else None
-            self.bufs[key] = (w.bind("BX", bx) if bx is not None else None, bg)
+            self.bufs[key] = (None, bg)
             for m, r in zip(nodes, rows):
                 self.rows[key, id(m)] = r
-                if bx is not None:
-                    self.x_rows.setdefault(id(m.inputs[0]), (self.bufs[key][0], r, bx, key, id(m)))
+                if self.kind[key] == "product":
+                    self.x_rows.setdefault(id(m.inputs[0]), (key, r, id(m)))
+            if self.kind[key] == "product":
+                xshape[key] = (n, x0[1], dtype)
+        self.views, extra = self._stacked_views(forward, xshape)
+        self.x_count = {}                              # key -> its X rows, where the buffer has more after them
+        for key, (n, cols, dtype) in xshape.items():
+            bx = np.zeros((n + extra.get(key, 0), cols), dtype)
+            self.bufs[key] = (w.bind("BX", bx), self.bufs[key][1])
+            if key in extra:
+                self.x_count[key] = n
+        self.x_rows = {v: (self.bufs[key][0], r, w.ns[self.bufs[key][0]], key, m)
+                       for v, (key, r, m) in self.x_rows.items()}
+
+    def _stacked_views(self, forward, xshape):
+        """The stacks (concats) along axis 0 of values that are consecutive X rows of one batch, h_1 ... h_T
+        where the rows hold h_0 ... h_{T-1}: the buffer gets the last value's rows after its own, and the
+        stack is a view of rows 1 ... T (careful code's one (T + 1, B, H) array of states), not a copy.
+        Returns ({id(stack value): (key, first row, last row)}, {key: extra rows}); the last values join
+        x_rows (m: the value's id)."""
+        views, extra = {}, {}
+        for node in forward:
+            if node.op.name not in ("concat", "stack") or node.params.get("axis") != 0 \
+                    or any(c is not None for c in node.casts) or len(node.inputs) < 2:
+                continue
+            *first, last = node.inputs
+            dests = [self.x_rows.get(id(v)) for v in first]
+            if None in dests or len({d[0] for d in dests}) != 1 or id(last) in self.x_rows:
+                continue
+            key = dests[0][0]
+            n, cols, dtype = xshape[key]
+            if key in extra or last.kind != "node" or any(
+                    np.ndim(v.array) != 2 or np.shape(v.array)[1] != cols or v.array.dtype != dtype
+                    for v in node.inputs) or dests[-1][1][1] != n or any(
+                    a[1][1] != b[1][0] for a, b in zip(dests, dests[1:])):
+                continue
+            extra[key] = np.shape(last.array)[0]
+            self.x_rows[id(last)] = (key, (n, n + extra[key]), id(last))
+            views[id(node.value)] = (key, dests[0][1][0], n + extra[key])
+        return views, extra
+
+    def stacked_view(self, node, returned):
+        """The line taking a stack of X rows as a view of their buffer, or None (its values did not all
+        go into their rows in the forward, or it is returned)."""
+        plan = self.views.get(id(node.value))
+        if plan is None or any(isinstance(r, np.ndarray) and np.may_share_memory(node.out, r) for r in returned):
+            return None
+        key, a, b = plan
+        if not all(("x", key, self.x_rows[id(v)][4]) in self.done for v in node.inputs):
+            return None
+        reshape = f".reshape({np.shape(node.out)})" if node.op.name == "stack" else ""
+        return f"    {node.value.name} = {self.bufs[key][0]}[{a}:{b}]{reshape}"
+
+    def is_deferred(self, v):
+        return any(id(v) in keys for keys in self.deferred.values())
 
     def x_destination(self, node, args, returned):
         """The line computing an elementwise forward value straight into its rows of a batch's X buffer
@@ -1347,7 +1442,8 @@ class _Batches:
     def total(self, src, others):
         bx, bg = self.bufs[id(src)]
         if bx is not None:
-            total, what = f"{bx}.T @ {bg}", "x_t^T g_t as one product"
+            n = self.x_count.get(id(src))
+            total, what = f"{bx}{'' if n is None else f'[:{n}]'}.T @ {bg}", "x_t^T g_t as one product"
         else:
             total, what = f"np.add.reduce({bg}, axis=0)", "rows as one sum"
         return f"    g_{src.name} = " + (f"g_{src.name} + {total}" if others else total) + f"  # all steps' {what}"
