@@ -1035,10 +1035,11 @@ class _Gathers:
             return None
         return f"    {node.value.name} = np.{forward.__name__}({', '.join(args)}, out={self.buf[id(node.value)]})"
 
-    def column_block(self, origins, width, dtype, written_in_time):
+    def column_block(self, origins, width, dtype, when, total_at):
         """(strided 2-d view, rows of each g_t) when the g_t (by origin) are the same columns of every
-        step's rows of one time-axis buffer, tiling its rows exactly once, each written in time (a GRU's
-        [W_r W_z] and W_n: their G are column blocks of the gates' gradient); else None."""
+        step's rows of one time-axis buffer, tiling its rows exactly once, each written before sweep step
+        `total_at` (`when`: value -> its gradient's step; a GRU's [W_r W_z] and W_n: their G are column
+        blocks of the gates' gradient); else None."""
         cols = [self.columns.get(o) for o in origins]
         if None in cols or len({(id(slot[3]), span) for slot, span in cols}) != 1:
             return None
@@ -1046,7 +1047,7 @@ class _Gathers:
         rows = [slot[2] for slot, _ in cols]
         n = buf.size // buf.shape[-1]
         if c1 - c0 != width or buf.dtype != dtype or len(set(rows)) != len(rows) \
-                or sum(b - a for a, b in rows) != n or not all(written_in_time(slot[4]) for slot, _ in cols):
+                or sum(b - a for a, b in rows) != n or not all(when[id(slot[4].value)] < total_at for slot, _ in cols):
             return None
         return buf.reshape(n, buf.shape[-1])[:, c0:c1], rows
 
@@ -1321,7 +1322,7 @@ class _Batches:
             total_at = when.get(at, len(steps))      # the gradient step it is read at, or the end for a leaf
             origins = tuple(gathers.origin.get(id(n.value)) for n in nodes)
             writer = writers.get((origins, g0[1], dtype))
-            block = gathers.column_block(origins, g0[1], dtype, lambda node: when[id(node.value)] < total_at)
+            block = gathers.column_block(origins, g0[1], dtype, when, total_at)
             if buf is None and block is not None:
                 self.shared.add(key)                   # G is a column block of the gathered buffer: no copy
                 bg, rows = w.bind("BG", block[0]), block[1]

@@ -31,8 +31,15 @@ class Optimizer:
 
     A subclass sets `state_names` (or overrides `_state_names`), validates its hyper-parameters in `_check_hyper`
     and implements `_update(p, g, state, **hyper)`, which changes the array `p` in place from its gradient `g`.
+    A subclass whose `_update` is elementwise (each value's update reads only that value of p, g and the
+    state, as all of this module's) sets `elementwise = True`: small parameters (at most `flat_max_mean_size`
+    values each on average, all of one dtype) are then updated as one flat array when every one has a grad
+    and the same step count, one `_update` over all of them: the same numbers bit for bit, with a dozen
+    numpy calls instead of a dozen per parameter. Their state arrays are then views of flat buffers.
     """
     state_names: tuple[str, ...] = ()
+    elementwise = False
+    flat_max_mean_size = 4096
 
     def __init__(self, params: Iterable[Tensor], **hyper: Any) -> None:
         self.params = _param_list(params, type(self).__name__)
@@ -41,6 +48,7 @@ class Optimizer:
         names = self._state_names(self.hyper)
         self.state: list[dict[str, Any]] = [dict(step=0, **{n: np.zeros_like(p.data) for n in names})
                                             for p in self.params]
+        self._flat: _Flat | None = None
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
@@ -56,6 +64,11 @@ class Optimizer:
             self._warned_no_grad = True
             warnings.warn(f"{type(self).__name__}.step: no gradients — did you call backward? None of its "
                           f"{len(self.params)} parameters has a .grad, so nothing was updated", stacklevel=2)
+        flat = self._flat_layout()
+        if flat is not None:
+            flat.step(self)
+            self.step_count += 1
+            return
         for i, (p, state) in enumerate(zip(self.params, self.state)):
             if p.grad is None:
                 continue
@@ -66,6 +79,21 @@ class Optimizer:
             self._update(p.data, p.grad, state, **self.hyper)
             mark_written(p)
         self.step_count += 1
+
+    def _flat_layout(self) -> "_Flat | None":
+        """The flat buffers when this step can update all parameters as one array (built, or rebuilt after
+        load_state_dict or `p.data = new`, on demand), else None."""
+        params, state = self.params, self.state
+        if not self.elementwise:
+            return None
+        dtype = params[0].data.dtype
+        if any(p.grad is None or p.grad.shape != p.data.shape or p.grad.dtype != dtype or p.data.dtype != dtype
+               for p in params) or len({s["step"] for s in state}) != 1:
+            return None
+        flat = self._flat
+        if flat is None or not flat.current(params, state):
+            flat = self._flat = _Flat(params, state, self.flat_max_mean_size)
+        return flat if flat.usable else None
 
     def zero_grad(self) -> None:
         """Set every parameter's `.grad` to None (the next backward allocates it afresh)."""
@@ -125,9 +153,52 @@ class Optimizer:
         raise NotImplementedError
 
 
+class _Flat:
+    """All parameters as one flat array: P and G (copied in each step), the state arrays as views of one
+    flat buffer per name, and each parameter's piece of P (copied back). `usable` is False where the
+    parameters are large on average (the copies would cost more than the numpy calls they save) or share
+    memory (updated one after another, each reads the other's update)."""
+
+    def __init__(self, params: list[Tensor], state: list[dict[str, Any]], max_mean_size: int) -> None:
+        datas = self.datas = [p.data for p in params]
+        sizes = [d.size for d in datas]
+        self.usable = sum(sizes) <= max_mean_size * len(datas) and not any(
+            np.may_share_memory(a, b) for i, a in enumerate(datas) for b in datas[:i])
+        if self.usable:
+            edges = np.cumsum([0] + sizes).tolist()
+            spans = list(zip(edges, edges[1:]))
+            self.flat_state = {}
+            for name in (n for n in state[0] if n != "step"):
+                buf = self.flat_state[name] = np.empty(edges[-1], datas[0].dtype)
+                for s, (a, b), d in zip(state, spans, datas):
+                    buf[a:b] = s[name].reshape(-1)
+                    s[name] = buf[a:b].reshape(d.shape)
+            self.P, self.G = np.empty(edges[-1], datas[0].dtype), np.empty(edges[-1], datas[0].dtype)
+            self.pieces = [self.P[a:b].reshape(d.shape) for (a, b), d in zip(spans, datas)]
+        self.state_arrays = [{n: v for n, v in s.items() if n != "step"} for s in state]
+
+    def current(self, params: list[Tensor], state: list[dict[str, Any]]) -> bool:
+        """Whether the parameters' arrays and the state arrays are still the ones this layout was built on."""
+        return all(p.data is d for p, d in zip(params, self.datas)) and all(
+            s[n] is v for s, arrays in zip(state, self.state_arrays) for n, v in arrays.items())
+
+    def step(self, opt: Optimizer) -> None:
+        params = opt.params
+        np.concatenate([p.grad.reshape(-1) for p in params], out=self.G)  # type: ignore[union-attr]  # checked: all set
+        np.concatenate([p.data.reshape(-1) for p in params], out=self.P)
+        t = opt.state[0]["step"] + 1
+        for s in opt.state:
+            s["step"] = t
+        opt._update(self.P, self.G, dict(self.flat_state, step=t), **opt.hyper)
+        for p, piece in zip(params, self.pieces):
+            np.copyto(p.data, piece)
+            mark_written(p)
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent as PyTorch's (dampening 0): with weight decay d = g + wd p; with momentum
     buf = momentum buf + d and d = buf (or d + momentum buf with nesterov); then p -= lr d."""
+    elementwise = True
 
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
@@ -166,6 +237,7 @@ class SGD(Optimizer):
 
 class Adagrad(Optimizer):
     """Adagrad as min-char-rnn's: sum += g*g; p -= lr g / sqrt(sum + eps) (eps inside the root)."""
+    elementwise = True
     state_names = ("sum",)
 
     def __init__(self, params: Iterable[Tensor], lr: float = 0.01, eps: float = 1e-8) -> None:
@@ -189,6 +261,7 @@ class Adagrad(Optimizer):
 
 class RMSprop(Optimizer):
     """RMSprop as PyTorch's (not centered, no momentum): v = alpha v + (1 - alpha) g*g; p -= lr g / (sqrt(v) + eps)."""
+    elementwise = True
     state_names = ("square_avg",)
 
     def __init__(self, params: Iterable[Tensor], lr: float = 0.001, alpha: float = 0.99, eps: float = 1e-8) -> None:
@@ -218,6 +291,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam as PyTorch's, with weight decay added to the gradient (L2): g += wd p; m = b1 m + (1 - b1) g;
     v = b2 v + (1 - b2) g*g; p -= lr/(1 - b1^t) m / (sqrt(v)/sqrt(1 - b2^t) + eps), t the parameter's step."""
+    elementwise = True
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 

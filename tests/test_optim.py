@@ -359,3 +359,90 @@ def test_step_without_any_gradient_warns_once():
         opt.step()                        # once per optimizer
         (p * p).sum().backward()
         SGD([p], lr=0.1).step()           # a gradient: no warning
+
+
+# -- small parameters updated as one flat array ----------------------------------------------------
+CONFIGS = [(SGD, dict(lr=0.05)), (SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+           (Adagrad, {}), (RMSprop, {}), (Adam, dict(weight_decay=0.1)), (AdamW, {})]
+SHAPES = [(3, 4), (4,), (), (2, 3, 2)]
+
+
+def _twins(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    datas = [rng.normal(size=s).astype(dtype) for s in SHAPES]
+    return [[tg.tensor(d.copy(), requires_grad=True) for d in datas] for _ in range(2)]
+
+
+def _set_grads(params, rng_seed, skip=None):
+    rng = np.random.default_rng(rng_seed)
+    for i, p in enumerate(params):
+        g = rng.normal(size=p.shape).astype(p.dtype)
+        p.grad = None if i == skip else g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opt_cls, kw", CONFIGS)
+def test_flat_update_is_the_per_parameter_update_bit_for_bit(opt_cls, kw, dtype):
+    """Every step of the flat path gives the per-parameter path's numbers exactly, across a step where one
+    parameter has no grad (per parameter then, its step count apart: per parameter until load_state_dict
+    evens them), a state dict round trip, and a parameter's array replaced."""
+    flat_params, ref_params = _twins(dtype)
+    flat, ref = opt_cls(flat_params, **kw), opt_cls(ref_params, **kw)
+    ref.flat_max_mean_size = 0                       # the per-parameter path
+    for k in range(8):
+        if k == 5:                                   # a new array for one parameter: the layout is rebuilt
+            for params in (flat_params, ref_params):
+                params[1].data = params[1].data.copy()
+        for params in (flat_params, ref_params):
+            _set_grads(params, k, skip=0 if k == 2 else None)
+        flat.step()
+        ref.step()
+        if k == 3:                                   # the same step counts again, from a state dict
+            sd = ref.state_dict()
+            for s in sd["state"]:
+                s["step"] = 4
+            ref.load_state_dict(sd)
+            flat.load_state_dict(sd)
+        for p, q in zip(flat_params, ref_params):
+            np.testing.assert_array_equal(p.data, q.data, err_msg=f"step {k}")
+        for s, r in zip(flat.state, ref.state):
+            assert s.keys() == r.keys() and all(np.array_equal(s[n], r[n]) for n in s), f"step {k}"
+    assert flat._flat is not None and flat._flat.usable and (ref._flat is None or not ref._flat.usable)
+    for n, buf in flat._flat.flat_state.items():     # the state arrays are views of one flat buffer
+        assert all(np.shares_memory(s[n], buf) for s in flat.state)
+
+
+def test_an_optimizer_that_is_not_elementwise_updates_each_parameter_alone():
+    class NormalizedSGD(tg.optim.Optimizer):
+        """p -= lr g / |g|, the norm of each parameter's own gradient (not elementwise)."""
+
+        def __init__(self, params, lr):
+            super().__init__(params, lr=lr)
+
+        def _check_hyper(self, h):
+            return h
+
+        def _update(self, p, g, state, lr):
+            p -= lr * g / np.linalg.norm(g)
+
+    params, _ = _twins(np.float64)
+    before = [p.data.copy() for p in params]
+    _set_grads(params, 0)
+    NormalizedSGD(params, lr=0.1).step()
+    for p, b in zip(params, before):
+        np.testing.assert_allclose(p.data, b - 0.1 * p.grad / np.linalg.norm(p.grad), rtol=1e-15)
+
+
+def test_large_parameters_and_parameters_sharing_memory_are_updated_alone():
+    big = tg.tensor(np.ones((200, 100)), requires_grad=True)
+    small = tg.tensor(np.ones(3), requires_grad=True)
+    base = np.zeros(6)
+    halves = [tg.tensor(base, requires_grad=True), tg.tensor(base[:3], requires_grad=True)]
+    for params in ([big, small], halves):
+        opt = SGD(params, lr=0.5)
+        for p in params:
+            p.grad = np.ones(p.shape)
+        opt.step()
+        assert opt._flat is not None and not opt._flat.usable
+    np.testing.assert_array_equal(big.data, 0.5)
+    np.testing.assert_array_equal(base, [-1, -1, -1, -0.5, -0.5, -0.5])   # the shared half updated twice
