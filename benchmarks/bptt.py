@@ -178,6 +178,7 @@ def tapegrad_builtin(cell, p, xs, ys, compiled=False):
         for q in (*net.parameters(), V, c):
             q.grad = None
         return train(xs_, ys_).item(), grads       # grads: a function, called only by the check
+    step.params = [*net.parameters(), V, c]          # for benchmarks/optimizer_step.py
     return step
 
 
@@ -215,6 +216,7 @@ def tapegrad_compiled(cell, p, xs, ys, fast=False):
         loss = compiled(xs_, ys_)                # backward ran inside
         return loss.item(), {n: q.grad for n, q in params.items()}
     step()                                   # the first of the two tracing calls (make_steps makes the second)
+    step.params = list(params.values())
     return step
 
 
