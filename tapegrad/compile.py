@@ -1051,6 +1051,33 @@ class _Gathers:
             return None
         return buf.reshape(n, buf.shape[-1])[:, c0:c1], rows
 
+    def operand_into(self, node, m, w, returned):
+        """The line computing a hoisted product x W (`m`, the first operand of `node`, its `+ b`, which is
+        computed into its gradient's buffer) into that buffer too, or None: as ops.matmul computes it (one
+        2-d product of the rows of a contiguous x), checked bit for bit on the traced arrays. The caller
+        has checked that nothing but `node` reads it."""
+        buf = self.arrays[id(node.value)]
+        if m is None or m.op.name != "matmul" or m.params or any(c is not None for c in m.casts) \
+                or not all(isinstance(d, np.ndarray) for d in m.datas) or np.shape(m.out) != buf.shape \
+                or m.out.dtype != buf.dtype or not _numpy_ufunc(node) \
+                or any(isinstance(r, np.ndarray) and np.may_share_memory(m.out, r) for r in returned):
+            return None
+        x, y = m.datas
+        if y.ndim != 2 or x.ndim < 2 or (x.ndim > 2 and not x.flags.c_contiguous):
+            return None
+        rows = (int(np.prod(x.shape[:-1])), x.shape[-1])
+        test = np.empty_like(buf)
+        np.dot(x.reshape(rows), y, out=test.reshape(rows[0], -1))
+        if not np.array_equal(test, m.out, equal_nan=True):
+            return None
+        a0, a1 = _input_texts(m, w)
+        name = self.buf[id(node.value)]
+        if x.ndim == 2:
+            return f"    {m.value.name} = np.dot({a0}, {a1}, out={name})"
+        flat = w.bind("BG", buf.reshape(rows[0], -1))       # ops.matmul's path for a contiguous batch of rows
+        return (f"    np.dot({a0}.reshape{rows}, {a1}, out={flat}) if {a0}.flags.c_contiguous "
+                f"else np.copyto({name}, {w.fn_name(m.op)}({a0}, {a1})); {m.value.name} = {name}")
+
     def piece(self, v):
         """The line copying a finished piece's gradient into its slot, or None (none, or already there)."""
         slot = self.by_node.get(id(v))
@@ -1244,10 +1271,18 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
     if hoisted:
         backward_names = set(_NAME.findall("\n".join(lines[backward_from:])))
         values = [n.value for n in tr.nodes]
+        producer = {id(n.value): n for n in tr.nodes}
         for i, node, args in hoisted:
             into = joins.forward_into(node, args, values, backward_names, returned)
-            if into is not None:
-                lines[i] = f"{into:<60}  {_comment(node)}"
+            if into is None:
+                continue
+            lines[i] = f"{into:<60}  {_comment(node)}"
+            v = node.inputs[0]
+            reads = [j for j in range(backward_from) if v.name in _NAME.findall(lines[j].split("#")[0])]
+            operand = joins.operand_into(node, producer.get(id(v)), w, returned) \
+                if len(reads) == 2 and v.name not in backward_names and args[0] == v.name else None
+            if operand is not None:                    # x W itself goes into the buffer; `+ b` then in place
+                lines[reads[0]] = f"{operand:<60}  {_comment(producer[id(v)])}"
     lines.append("    # the outputs")
     for v in leaves:
         if v.kind == "param":
@@ -1292,7 +1327,9 @@ class _Batches:
     buffers the program keeps between calls (as careful hand-written BPTT preallocates them), and the
     total is one product X^T G (or one sum of G's rows) where the value's gradient is used. Where every
     g_t is one array with a row slot of a gathered gradient (the gates' gradient of a cell whose input
-    product was hoisted), G is that gathered buffer itself: no copy."""
+    product was hoisted), G is that gathered buffer itself, or a column block of it (a GRU's [W_r W_z]
+    and W_n): no copy. A stack of the X rows h_1 ... h_T (the states the output layer reads) is a view
+    of the X buffer, which then holds h_0 ... h_T."""
 
     def __init__(self, steps, batched, w, gathers, forward):
         self.w, self.kind, self.rows, self.bufs, self.shared = w, {}, {}, {}, set()

@@ -1,6 +1,7 @@
 """tapegrad.compile: the replayed program computes eager's loss and gradients (float64, to 1e-12), and
 refuses (eager fallback, CompileError, retrace) wherever a replay could be wrong."""
 import pathlib
+import re
 import sys
 import warnings
 
@@ -743,6 +744,41 @@ def test_hoisted_projection_lives_in_its_gradients_buffer(monkeypatch):
     assert with_buffer <= without - 0.4 * projection, (with_buffer, without, projection)
     for a, b in zip(grads, grads_without):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_hoisted_product_goes_into_the_same_buffer_for_any_layout_of_the_input(exact):
+    """unroll's x W (before its `+ b`) is computed into that buffer too, as ops.matmul computes it (one 2-d
+    product of the rows of a contiguous input): a non-contiguous input (batch-first data transposed to
+    time-major) takes ops.matmul itself, so both replays give eager's numbers (bit for bit by default)."""
+    cell = tg.nn.LSTMCell(3, 5, dtype=np.float64, rng=np.random.default_rng(0))
+    params = list(cell.parameters())
+
+    def step(xs):
+        out, _ = tg.nn.unroll(cell, xs, time_major=True)
+        loss = (out * out).sum()
+        loss.backward()
+        return loss
+    c = tg.compile(step, exact=exact)
+    rng = np.random.default_rng(1)
+    calls = [rng.standard_normal((6, 2, 3)) for _ in range(3)] + [rng.standard_normal((2, 6, 3)).transpose(1, 0, 2)]
+    assert not calls[-1].flags.c_contiguous
+    for i, xs in enumerate(calls):
+        for q in params:
+            q.grad = None
+        got = c(xs).item(), [q.grad.copy() for q in params]
+        for q in params:
+            q.grad = None
+        ref = step(tg.tensor(xs)).item(), [q.grad.copy() for q in params]
+        if exact:
+            assert got[0] == ref[0], i
+            for a, b in zip(got[1], ref[1]):
+                np.testing.assert_array_equal(a, b, err_msg=f"call {i}")
+        else:
+            np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)
+            for a, b in zip(got[1], ref[1]):
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max(), err_msg=f"call {i}")
+    assert re.search(r"np\.dot\(x0\.reshape\(12, 3\), \w+, out=BG\d+\) if x0\.flags\.c_contiguous", c.source)
 
 
 def test_generated_program_grows_linearly_with_the_unroll():
