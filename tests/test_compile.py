@@ -33,6 +33,16 @@ def _eager_then_compiled(step, compiled, params, *inputs):
     return ref, ref_grads, got, _grads(params)
 
 
+def _unrolled_square_loss(cell, reduction):
+    """step(xs): the cell unrolled over time-major xs, loss = reduction(out * out), backward."""
+    def step(xs):
+        out, _ = tg.nn.unroll(cell, xs, time_major=True)
+        loss = getattr(out * out, reduction)()
+        loss.backward()
+        return loss
+    return step
+
+
 def _close(a, b, what):
     assert (a is None) == (b is None), what
     if a is not None:
@@ -227,12 +237,7 @@ def test_float32_bit_identical():
     rng = np.random.default_rng(6)
     cell = tg.nn.LSTMCell(3, 8, dtype=np.float32, rng=rng)
     params = list(cell.parameters())
-
-    def step(xs):
-        out, _ = tg.nn.unroll(cell, xs, time_major=True)
-        loss = (out * out).mean()
-        loss.backward()
-        return loss
+    step = _unrolled_square_loss(cell, "mean")
     c = tg.compile(step)
     for i in range(4):
         ref_loss, ref, loss, got = _eager_then_compiled(step, c, params, data(i, 7, 2, 3).astype(np.float32))
@@ -753,30 +758,17 @@ def test_hoisted_product_goes_into_the_same_buffer_for_any_layout_of_the_input(e
     time-major) takes ops.matmul itself, so both replays give eager's numbers (bit for bit by default)."""
     cell = tg.nn.LSTMCell(3, 5, dtype=np.float64, rng=np.random.default_rng(0))
     params = list(cell.parameters())
-
-    def step(xs):
-        out, _ = tg.nn.unroll(cell, xs, time_major=True)
-        loss = (out * out).sum()
-        loss.backward()
-        return loss
+    step = _unrolled_square_loss(cell, "sum")
     c = tg.compile(step, exact=exact)
     rng = np.random.default_rng(1)
     calls = [rng.standard_normal((6, 2, 3)) for _ in range(3)] + [rng.standard_normal((2, 6, 3)).transpose(1, 0, 2)]
     assert not calls[-1].flags.c_contiguous
     for i, xs in enumerate(calls):
-        for q in params:
-            q.grad = None
-        got = c(xs).item(), [q.grad.copy() for q in params]
-        for q in params:
-            q.grad = None
-        ref = step(tg.tensor(xs)).item(), [q.grad.copy() for q in params]
-        if exact:
-            assert got[0] == ref[0], i
-            for a, b in zip(got[1], ref[1]):
+        ref_loss, ref, loss, got = _eager_then_compiled(step, c, params, xs)
+        for a, b in zip([loss.data] + got, [ref_loss.data] + ref):
+            if exact:
                 np.testing.assert_array_equal(a, b, err_msg=f"call {i}")
-        else:
-            np.testing.assert_allclose(got[0], ref[0], rtol=1e-12)
-            for a, b in zip(got[1], ref[1]):
+            else:
                 np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max(), err_msg=f"call {i}")
     assert re.search(r"np\.dot\(x0\.reshape\(12, 3\), \w+, out=BG\d+\) if x0\.flags\.c_contiguous", c.source)
 
