@@ -1066,9 +1066,11 @@ class _Gathers:
         if y.ndim != 2 or x.ndim < 2 or (x.ndim > 2 and not x.flags.c_contiguous):
             return None
         rows = (int(np.prod(x.shape[:-1])), x.shape[-1])
-        test = np.empty_like(buf)
-        np.dot(x.reshape(rows), y, out=test.reshape(rows[0], -1))
-        if not np.array_equal(test, m.out, equal_nan=True):
+
+        def into_rows(x, y, out):
+            np.dot(x.reshape(rows), y, out=out.reshape(rows[0], -1))
+            return out
+        if not _reproduces_into(m, buf, into_rows):
             return None
         a0, a1 = _input_texts(m, w)
         name = self.buf[id(node.value)]
@@ -1246,7 +1248,7 @@ def _generate(tr, batch_weight_grads=False, reuse_buffers=False, fuse=False):
                 v = step[1].value
                 for key in buffers.deferred.pop(id(v), ()):
                     lines.append(buffers.total(*batched.pop(key)))
-                if id(v) in batched and not buffers.is_deferred(v):
+                if id(v) in batched and id(v) not in buffers.waiting:
                     lines.append(buffers.total(*batched.pop(id(v))))
                 if id(v) in gathers:
                     lines.append(joins.whole(v))
@@ -1346,6 +1348,7 @@ class _Batches:
         # its total waits until then (`deferred`: whole -> pieces), when more of G's rows are written.
         whole = {id(st[1].value): st[3] for st in steps if st[0] == "edge" and st[4].get("gathered")}
         self.deferred = collections.defaultdict(list)
+        self.waiting = {key for key in terms if key in whole}      # the deferred keys
         writers = {}                                   # the g_t arrays of a batch with its own G -> its G, rows
         xshape = {}                                    # key -> its X buffer's rows, columns, dtype
         for key, nodes in terms.items():
@@ -1440,9 +1443,6 @@ class _Batches:
             return None
         reshape = f".reshape({np.shape(node.out)})" if node.op.name == "stack" else ""
         return f"    {node.value.name} = {self.bufs[key][0]}[{a}:{b}]{reshape}"
-
-    def is_deferred(self, v):
-        return any(id(v) in keys for keys in self.deferred.values())
 
     def x_destination(self, node, args, returned):
         """The line computing an elementwise forward value straight into its rows of a batch's X buffer
